@@ -1,0 +1,98 @@
+"""Checkpoints: written atomically, read safely (weights_only), with a format version."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from charrnn.errors import CharRNNError
+
+FORMAT_VERSION = 1
+BEST, LAST = "best.pt", "last.pt"
+RUNS_DIR = Path("runs")
+
+
+def save_checkpoint(payload: dict, path: Path) -> None:
+    """Write to a temporary file, fsync, then rename: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint on the CPU; weights_only means a stranger's file cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharRNNError(f"{path}: no such checkpoint; train one with `charrnn train` or pass -c PATH")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CharRNNError(
+            f"{path}: refused to load: it holds something other than plain data ({str(error).splitlines()[0][:120]}); "
+            "only load checkpoints you trust and that charrnn wrote"
+        ) from None
+    except Exception:
+        raise CharRNNError(f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt") from None
+    if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
+        raise CharRNNError(f"{path}: not a charrnn checkpoint")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise CharRNNError(
+            f"{path}: checkpoint format {payload['format_version']} is newer than this charrnn understands "
+            f"({FORMAT_VERSION}); upgrade charrnn"
+        )
+    return payload
+
+
+def newest_run(runs_dir: Path = RUNS_DIR) -> Optional[Path]:
+    """The run directory whose checkpoints were written most recently."""
+    candidates = [p for p in runs_dir.glob("*/*.pt") if p.name in (BEST, LAST)] if runs_dir.is_dir() else []
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent
+
+
+def resolve_checkpoint(argument: Optional[str], prefer: str = BEST) -> Path:
+    """A checkpoint path from -c (a .pt file or a run directory), $CHARRNN_CHECKPOINT, or the newest run."""
+    if argument is None:
+        argument = os.environ.get("CHARRNN_CHECKPOINT") or None
+    if argument is None:
+        run = newest_run()
+        if run is None:
+            raise CharRNNError(f"no trained run found under ./{RUNS_DIR}; train one with `charrnn train` or pass -c PATH")
+        argument = str(run)
+    path = Path(argument)
+    if path.is_dir():
+        for name in (prefer, BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise CharRNNError(f"{path}: no {BEST} or {LAST} in this directory; pass a run directory or a .pt file")
+    return path

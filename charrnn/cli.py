@@ -1,0 +1,249 @@
+"""The `charrnn` command: parses, validates, prints; the work happens in the library."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from charrnn import checkpoint
+from charrnn.config import ModelConfig, TrainConfig, from_dict, parse_duration
+from charrnn.data import corpus_name, evaluation_windows, load_corpus, split
+from charrnn.device import pick_device
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import summarize, total_loss
+from charrnn.model import model_from_checkpoint
+from charrnn.progress import Reporter, format_duration
+from charrnn.sample import generate, validate_sampling
+from charrnn.train import Trainer, TrainingInterrupted, free_run_directory
+from charrnn.vocab import Vocab
+
+try:  # recent typer vendors click: its usage errors derive from TyperException
+    from typer import TyperException as UsageProblem
+except ImportError:  # older typer depends on click itself
+    from click import ClickException as UsageProblem
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="A character-level recurrent language model you drive from the shell.",
+)
+
+CheckpointOption = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A .pt file or a run directory. Default: $CHARRNN_CHECKPOINT, else the newest run under ./runs.")]
+DeviceOption = Annotated[str, typer.Option(help="auto|cpu|cuda|mps (auto picks cuda, then mps, then cpu).")]
+ImplOption = Annotated[str, typer.Option(help="fused (torch's kernels: cuDNN, oneDNN) or cells (written out step by step).")]
+EncodingOption = Annotated[str, typer.Option(help="Text encoding of the input files.")]
+ErrorsOption = Annotated[str, typer.Option(help="What to do with undecodable bytes: strict, replace or ignore.")]
+
+
+def stdin_is_piped() -> bool:
+    return sys.stdin is not None and not sys.stdin.closed and not sys.stdin.isatty()
+
+
+@contextlib.contextmanager
+def product_output():
+    """When stdout's reader hangs up early (`| head`), stop quietly with status 0."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0)
+
+
+def given(**options) -> dict:
+    """The options the user set: the rest keep the defaults that config.py holds."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+@app.command()
+def train(
+    corpus: Annotated[Optional[List[str]], typer.Argument(help="Text files, directories, or - for stdin. None: the built-in corpus (Python's standard library source).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory. Default: runs/<corpus name>.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="rnn, gru or lstm.")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Recurrent layers.")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.")] = None,
+    embed: Annotated[Optional[int], typer.Option(help="Embedding size.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head.")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Characters per window (truncated BPTT length).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Windows per step (parallel streams of the corpus).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (AdamW).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay on matrices.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps (the run's total).")] = None,
+    time: Annotated[Optional[str], typer.Option("--time", help="Budget in wall time: 90s, 10m, 1h.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Last fraction of the corpus held out for validation.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate and checkpoint every N steps.")] = None,
+    device: DeviceOption = "auto",
+    impl: ImplOption = "fused",
+    encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")] = False,
+):
+    """Train a model on a corpus; checkpoints and metrics go to the run directory."""
+    corpus = corpus or []
+    model_config = ModelConfig(**given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout))
+    train_config = TrainConfig(**given(
+        seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
+        time_budget=parse_duration(time) if time is not None else None, val_fraction=val_fraction,
+        eval_every=eval_every, device=device, impl=impl))
+    if out is None:
+        if resume:
+            raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
+        out = free_run_directory(checkpoint.RUNS_DIR / corpus_name(corpus))
+    reporter = Reporter(quiet=quiet)
+    trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
+                      encoding=encoding, errors=errors)
+    try:
+        summary = trainer.run()
+    finally:
+        reporter.close()
+    best = summary["best_val_loss"]
+    reporter.log(f"done: {summary['steps']} steps in {format_duration(summary['elapsed'])}; "
+                 f"best val loss {best:.4f} nats/char ({best / math.log(2):.3f} bpc); saved {out}/best.pt and {out}/last.pt")
+
+
+def load_model(checkpoint_arg: Optional[str], impl: str, device_name: str):
+    path = checkpoint.resolve_checkpoint(checkpoint_arg)
+    payload = checkpoint.load_checkpoint(path)
+    device = pick_device(device_name)
+    if impl not in ("fused", "cells"):
+        raise CharRNNError(f"unknown --impl {impl!r}; choose fused or cells")
+    return payload, model_from_checkpoint(payload, impl=impl, device=device), Vocab(payload["vocab"]), device
+
+
+@app.command()
+def sample(
+    checkpoint_arg: CheckpointOption = None,
+    temp: Annotated[float, typer.Option("--temp", help="Temperature; 0 picks the likeliest character (greedy).")] = 1.0,
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 1000,
+    prime: Annotated[Optional[str], typer.Option(help="Text to start from (default: piped stdin, if any).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set reaching probability p.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text.")] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Independent samples, generated as one batch.")] = 1,
+    separator: Annotated[str, typer.Option(help="Written between samples.")] = "\n\n",
+    device: DeviceOption = "auto",
+    impl: ImplOption = "fused",
+):
+    """Generate text from a trained model, streamed to stdout."""
+    validate_sampling(temp, top_k, top_p, length)
+    if num_samples < 1:
+        raise CharRNNError(f"-n/--num-samples must be at least 1 (got {num_samples})")
+    if prime is None and stdin_is_piped():
+        prime = sys.stdin.read()
+    prime = prime or ""
+    _, model, vocab, device = load_model(checkpoint_arg, impl, device)
+    steps = generate(model, vocab, prime=prime, length=length, temperature=temp, top_k=top_k, top_p=top_p,
+                     seed=seed, num_samples=num_samples, device=device)
+    out = sys.stdout
+    with product_output():
+        if num_samples == 1:
+            out.write(prime)
+            for (char,) in steps:
+                out.write(char)
+                if char == "\n":
+                    out.flush()
+            out.write("\n")
+        else:
+            texts = ["".join(chars) for chars in zip(*steps)]
+            out.write(separator.join(prime + text for text in texts) + "\n")
+
+
+@app.command("eval")
+def evaluate(
+    files: Annotated[Optional[List[str]], typer.Argument(help="Text files, directories, or - for stdin. None: the run's validation split.", show_default=False)] = None,
+    checkpoint_arg: CheckpointOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    device: DeviceOption = "auto",
+    impl: ImplOption = "fused",
+    encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
+):
+    """Bits per character of a model on text (default: its own validation split)."""
+    payload, model, vocab, device = load_model(checkpoint_arg, impl, device)
+    train_config = from_dict(TrainConfig, payload["train_config"])
+    if files:
+        corpus = load_corpus(files, encoding, errors, vocab=vocab)
+        ids = corpus.ids
+    else:
+        sources = payload.get("corpus_args") or []
+        if not sources or "-" in sources:
+            raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
+        corpus = load_corpus(sources, payload.get("encoding", "utf-8"), payload.get("errors", "strict"), vocab=vocab)
+        _, ids = split(corpus.ids, train_config.val_fraction)
+    if len(ids) < 2:
+        raise CharRNNError("nothing to evaluate: the text has fewer than 2 known characters")
+    nats, count = total_loss(model, evaluation_windows(ids, train_config.seq_len), device)
+    result = summarize(nats, count, corpus.oov)
+    with product_output():
+        if as_json:
+            print(json.dumps(result))
+        else:
+            print(f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity {result['perplexity']:.3f} "
+                  f"| {result['chars']:,} chars | {result['oov']:,} out of vocabulary")
+
+
+@app.command()
+def info(
+    checkpoint_arg: CheckpointOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+):
+    """What a checkpoint holds: model, size, vocabulary, training."""
+    path = checkpoint.resolve_checkpoint(checkpoint_arg)
+    payload = checkpoint.load_checkpoint(path)
+    model_config = from_dict(ModelConfig, payload["model_config"])
+    parameters = sum(t.numel() for t in payload["model"].values())
+    details = {
+        "checkpoint": str(path),
+        "model": model_config.model,
+        "layers": model_config.layers,
+        "hidden": model_config.hidden,
+        "embed": model_config.embed,
+        "dropout": model_config.dropout,
+        "parameters": parameters,
+        "vocab_size": len(payload["vocab"]),
+        "corpus": payload.get("corpus"),
+        "steps": payload.get("step"),
+        "elapsed_s": payload.get("elapsed"),
+        "device": payload.get("device"),
+        "backend": payload.get("backend"),
+        "val_loss": payload.get("val_loss"),
+    }
+    with product_output():
+        if as_json:
+            print(json.dumps(details))
+        else:
+            for key, value in details.items():
+                print(f"{key:12} {value}")
+
+
+def main() -> None:
+    """Entry point: turns errors into one line on stderr and the documented exit codes."""
+    try:
+        code = app(standalone_mode=False)
+    except CharRNNError as error:
+        print(f"charrnn: error: {error}", file=sys.stderr)
+        code = 1
+    except TrainingInterrupted as interrupted:
+        print(f"charrnn: {interrupted}", file=sys.stderr)
+        code = 130
+    except UsageProblem as error:
+        error.show()
+        code = error.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,111 @@
+"""Configuration dataclasses: every default lives here, once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+from charrnn.errors import CharRNNError
+
+MODEL_KINDS = ("rnn", "gru", "lstm")
+IMPLEMENTATIONS = ("fused", "cells")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# With neither --steps nor --time, a run lasts this long: long enough to learn
+# something visible on a laptop CPU, short enough for a first try.
+DEFAULT_TIME_BUDGET_S = 180.0
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a network; stored in every checkpoint."""
+
+    vocab_size: int = 0
+    model: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    embed: int = 64
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise CharRNNError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
+        if self.layers < 1:
+            raise CharRNNError(f"--layers must be at least 1 (got {self.layers})")
+        if self.hidden < 1:
+            raise CharRNNError(f"--hidden must be at least 1 (got {self.hidden})")
+        if self.embed < 1:
+            raise CharRNNError(f"--embed must be at least 1 (got {self.embed})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharRNNError(f"--dropout must be in [0, 1) (got {self.dropout})")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimisation, budget, evaluation, hardware."""
+
+    seq_len: int = 128
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.0  # the schedule decays to lr * min_lr_ratio at the end of the budget
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    steps: Optional[int] = None
+    time_budget: Optional[float] = None  # seconds
+    val_fraction: float = 0.1
+    eval_every: int = 100
+    eval_chars: int = 262_144  # cap on validation characters per periodic eval
+    seed: int = 1337
+    device: str = "auto"
+    impl: str = "fused"
+
+    def validate(self) -> None:
+        if self.seq_len < 1:
+            raise CharRNNError(f"--seq-len must be at least 1 (got {self.seq_len})")
+        if self.batch_size < 1:
+            raise CharRNNError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            raise CharRNNError(f"--lr must be positive (got {self.lr})")
+        if self.steps is not None and self.steps < 1:
+            raise CharRNNError(f"--steps must be at least 1 (got {self.steps})")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise CharRNNError("--time must be positive, e.g. 90s, 10m or 1h")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise CharRNNError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.eval_every < 1:
+            raise CharRNNError(f"--eval-every must be at least 1 (got {self.eval_every})")
+        if self.impl not in IMPLEMENTATIONS:
+            raise CharRNNError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+        if self.device not in DEVICES:
+            raise CharRNNError(f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}")
+
+
+def to_dict(config) -> dict:
+    return asdict(config)
+
+
+def from_dict(cls, values: dict):
+    """Build a config from a stored dict, ignoring keys this version does not know."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse '90s', '10m', '1h', '1h30m' or a bare number of seconds into seconds."""
+    compact = text.strip().replace(" ", "")
+    position, total = 0, 0.0
+    while position < len(compact):
+        match = _DURATION.match(compact, position)
+        if not match or match.end() == position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
+        position = match.end()
+    if not compact or position != len(compact) or total <= 0:
+        raise CharRNNError(f"cannot read --time {text!r}; write a duration such as 90s, 10m, 1h or 1h30m")
+    return total

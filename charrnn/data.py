@@ -1,0 +1,292 @@
+"""Corpus sources (files, directories, stdin, the built-in default), encoding, cache, TBPTT windows."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from charrnn.errors import CharRNNError
+from charrnn.vocab import UNKNOWN, Vocab, code_points
+
+CHUNK_BYTES = 8 << 20
+BUILTIN_NAME = "python-stdlib"
+BUILTIN_CAP_BYTES = 4 << 20  # a few MB of Python source: enough to learn from, quick to encode
+SNIFF_BYTES = 8192
+
+
+@dataclass
+class Source:
+    """One stream of corpus bytes with a name for messages."""
+
+    name: str
+    open: Callable[[], BinaryIO]
+    path: Optional[Path] = None  # set for files: the key for the encoding cache
+
+
+@dataclass
+class Corpus:
+    ids: np.ndarray  # one id per character; a read-only memory map when it came from the cache
+    vocab: Vocab
+    name: str
+    oov: int = 0  # characters dropped because the vocabulary lacks them
+
+
+def file_source(path: Path) -> Source:
+    return Source(str(path), lambda: open(path, "rb"), path)
+
+
+def stdin_source() -> Source:
+    data = sys.stdin.buffer.read()  # read once: stdin cannot be read twice
+    return Source("<stdin>", lambda: io.BytesIO(data))
+
+
+def looks_binary(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return b"\x00" in f.read(SNIFF_BYTES)
+
+
+def directory_sources(directory: Path) -> list[Source]:
+    """Every text file below `directory`, in sorted order; hidden entries and binary files skipped."""
+    files = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if not name.startswith(".") and path.is_file() and not looks_binary(path):
+                files.append(path)
+    files.sort()
+    if not files:
+        raise CharRNNError(f"{directory}: no text files found in this directory; point to a text file or a directory holding some")
+    return [file_source(p) for p in files]
+
+
+def builtin_sources() -> list[Source]:
+    """The running Python's standard-library source: present on every machine, so training works offline."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    sources, total = [], 0
+    for path in sorted(stdlib.rglob("*.py")):
+        if "site-packages" in path.parts or "test" in path.parts or "tests" in path.parts:
+            continue
+        size = path.stat().st_size
+        if total + size > BUILTIN_CAP_BYTES:
+            break
+        sources.append(file_source(path))
+        total += size
+    if not sources:
+        raise CharRNNError(f"no Python source found under {stdlib}; name a corpus: charrnn train FILE")
+    return sources
+
+
+def resolve_sources(args: list[str]) -> list[Source]:
+    """Turn command-line corpus arguments into sources; none means the built-in corpus."""
+    if not args:
+        return builtin_sources()
+    sources: list[Source] = []
+    for arg in args:
+        if arg == "-":
+            sources.append(stdin_source())
+            continue
+        path = Path(arg)
+        if path.is_dir():
+            sources.extend(directory_sources(path))
+        elif path.is_file():
+            sources.append(file_source(path))
+        else:
+            raise CharRNNError(f"{arg}: no such file or directory; give a text file, a directory, or - for stdin")
+    return sources
+
+
+def corpus_name(args: list[str]) -> str:
+    """A short name for the corpus, used for the default run directory."""
+    if not args:
+        return BUILTIN_NAME
+    first = args[0]
+    if first == "-":
+        return "stdin"
+    return Path(first).resolve().stem or "corpus"
+
+
+def text_chunks(source: Source, encoding: str, errors: str) -> Iterator[str]:
+    """Decode a source piece by piece, so a big corpus is never one Python string."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors)
+    offset = 0
+    with source.open() as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            nul = chunk.find(b"\x00")
+            if nul >= 0 and errors == "strict":
+                raise CharRNNError(
+                    f"{source.name}: looks binary (NUL byte at byte {offset + nul}); "
+                    "give a text file, or pass --errors replace to read it anyway"
+                )
+            pending = len(decoder.getstate()[0])
+            try:
+                yield decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise CharRNNError(
+                    f"{source.name}: not valid {encoding} at byte {offset - pending + error.start}; "
+                    "pass --encoding to name the file's encoding, or --errors replace"
+                ) from None
+            offset += len(chunk)
+        try:
+            yield decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise CharRNNError(
+                f"{source.name}: ends inside a {encoding} character; pass --errors replace to read it anyway"
+            ) from None
+
+
+def point_chunks(sources: list[Source], encoding: str, errors: str) -> Iterator[np.ndarray]:
+    for source in sources:
+        for text in text_chunks(source, encoding, errors):
+            if text:
+                yield code_points(text)
+
+
+def encode_sources(sources: list[Source], encoding: str, errors: str, vocab: Optional[Vocab]) -> tuple[np.ndarray, Vocab, int]:
+    """Ids for the sources' characters: two streaming passes when the vocabulary is built here."""
+    try:
+        if vocab is None:
+            present = np.zeros(0x110000, dtype=bool)
+            count = 0
+            for points in point_chunks(sources, encoding, errors):
+                present[points] = True
+                count += len(points)
+            if count == 0:
+                raise CharRNNError("the corpus is empty; give a file with some text in it")
+            vocab = Vocab.from_code_points(np.flatnonzero(present))
+            ids = np.empty(count, dtype=vocab.dtype)
+            position = 0
+            for points in point_chunks(sources, encoding, errors):
+                ids[position : position + len(points)] = vocab.lookup(points)
+                position += len(points)
+            return ids, vocab, 0
+        pieces, oov = [], 0
+        for points in point_chunks(sources, encoding, errors):
+            looked_up = vocab.lookup(points)
+            known = looked_up != UNKNOWN
+            oov += int(len(points) - known.sum())
+            pieces.append(looked_up[known].astype(vocab.dtype))
+        ids = np.concatenate(pieces) if pieces else np.empty(0, dtype=vocab.dtype)
+        return ids, vocab, oov
+    except LookupError:
+        raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
+    except OSError as error:
+        raise CharRNNError(f"cannot read the corpus: {error.strerror or error}") from None
+
+
+def cache_dir() -> Path:
+    """Where encoded corpora are kept: $CHARRNN_CACHE_DIR, else the platform's user cache."""
+    if os.environ.get("CHARRNN_CACHE_DIR"):
+        return Path(os.environ["CHARRNN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "charrnn"
+
+
+def cache_key(sources: list[Source], encoding: str, errors: str, vocab: Optional[Vocab]) -> Optional[str]:
+    """A key that changes whenever a file changes; None when a source (stdin) cannot be keyed."""
+    if any(s.path is None for s in sources):
+        return None
+    files = []
+    for source in sources:
+        stat = source.path.stat()
+        files.append([str(source.path.resolve()), stat.st_size, stat.st_mtime_ns])
+    material = json.dumps([files, encoding, errors, vocab.chars if vocab else None])
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def read_cached(key: str) -> Optional[tuple[np.ndarray, Vocab, int]]:
+    folder = cache_dir() / "encoded"
+    try:
+        meta = json.loads((folder / f"{key}.json").read_text("utf-8"))
+        ids = np.load(folder / f"{key}.npy", mmap_mode="r")
+        return ids, Vocab(meta["chars"]), meta["oov"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_cached(key: str, ids: np.ndarray, vocab: Vocab, oov: int) -> None:
+    """Best effort: a cache that cannot be written only costs a re-encode next time."""
+    folder = cache_dir() / "encoded"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix, write in ((".npy", lambda f: np.save(f, ids)),
+                              (".json", lambda f: f.write(json.dumps({"chars": vocab.chars, "oov": oov}).encode()))):
+            temporary = folder / f"{key}{suffix}.tmp{os.getpid()}"
+            with open(temporary, "wb") as f:
+                write(f)
+            os.replace(temporary, folder / f"{key}{suffix}")
+    except OSError:
+        pass
+
+
+def load_corpus(args: list[str], encoding: str = "utf-8", errors: str = "strict",
+                vocab: Optional[Vocab] = None, use_cache: bool = True) -> Corpus:
+    """Read and encode a corpus; with `vocab`, characters it lacks are dropped and counted."""
+    sources = resolve_sources(args)
+    key = cache_key(sources, encoding, errors, vocab) if use_cache else None
+    cached = read_cached(key) if key else None
+    if cached:
+        ids, vocab, oov = cached
+    else:
+        ids, vocab, oov = encode_sources(sources, encoding, errors, vocab)
+        if key:
+            write_cached(key, ids, vocab, oov)
+    return Corpus(ids, vocab, corpus_name(args), oov)
+
+
+def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The first part trains, the last `val_fraction` validates (the char-rnn convention)."""
+    n_val = int(len(ids) * val_fraction)
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+
+
+class Windows:
+    """Consecutive windows over `batch_size` contiguous streams of a corpus.
+
+    Row b of window i continues row b of window i-1, which is what lets training
+    carry the hidden state from one window to the next (truncated BPTT).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, partial_last: bool = False):
+        stream_len = (len(ids) - 1) // batch_size
+        if stream_len < (1 if partial_last else seq_len):
+            raise CharRNNError(
+                f"the corpus is too short: {len(ids)} characters, but a batch of {batch_size} windows "
+                f"of {seq_len} needs at least {batch_size * seq_len + 1}; "
+                "use a longer corpus or smaller --batch-size/--seq-len"
+            )
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        span = batch_size * stream_len
+        self.inputs = ids[:span].reshape(batch_size, stream_len)
+        self.targets = ids[1 : span + 1].reshape(batch_size, stream_len)
+        whole, rest = divmod(stream_len, seq_len)
+        self.count = whole + (1 if partial_last and rest else 0)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        columns = slice(index * self.seq_len, (index + 1) * self.seq_len)
+        return as_long(self.inputs[:, columns]), as_long(self.targets[:, columns])
+
+
+def as_long(ids: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def evaluation_windows(ids: np.ndarray, seq_len: int, max_streams: int = 64) -> Windows:
+    """Windows that cover (almost) every character once, in as many streams as stay long enough."""
+    streams = max(1, min(max_streams, (len(ids) - 1) // max(seq_len, 1)))
+    return Windows(ids, streams, seq_len, partial_last=True)

@@ -1,0 +1,33 @@
+"""Choosing the device, and naming the kernel that runs the recurrence on it."""
+
+from __future__ import annotations
+
+import torch
+
+from charrnn.errors import CharRNNError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise CharRNNError("--device cuda: no CUDA GPU is available here; use --device auto or cpu")
+    if name == "mps" and not mps:
+        raise CharRNNError("--device mps: Apple's MPS is not available here; use --device auto or cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise CharRNNError(f"unknown --device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def backend_name(device: torch.device, impl: str) -> str:
+    """What actually computes the recurrence, for logs and `charrnn info`."""
+    if impl == "cells":
+        return "cells (step by step)"
+    if device.type == "cuda":
+        return "cudnn" if torch.backends.cudnn.is_available() else "cuda"
+    if device.type == "cpu":
+        return "onednn" if torch.backends.mkldnn.is_available() else "aten"
+    return device.type

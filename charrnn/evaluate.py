@@ -1,0 +1,42 @@
+"""Loss in nats per character, bits per character, perplexity."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.data import Windows
+from charrnn.model import CharRNN
+
+
+@torch.inference_mode()
+def total_loss(model: CharRNN, windows: Windows, device: torch.device, max_windows: Optional[int] = None) -> tuple[float, int]:
+    """Sum of -ln p over every predicted character, and how many there were; the state runs across windows."""
+    was_training = model.training
+    model.eval()
+    state = model.initial_state(windows.batch_size, device)
+    nats, count = 0.0, 0
+    limit = len(windows) if max_windows is None else min(len(windows), max_windows)
+    for index in range(limit):
+        inputs, targets = windows[index]
+        logits, state = model(inputs.to(device), state)
+        targets = targets.to(device)
+        nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum").item()
+        count += targets.numel()
+    model.train(was_training)
+    return nats, count
+
+
+def summarize(nats: float, count: int, oov: int = 0) -> dict:
+    """The figures `charrnn eval` reports."""
+    loss = nats / count if count else float("nan")
+    return {
+        "loss": loss,
+        "bpc": loss / math.log(2),
+        "perplexity": math.exp(loss) if count else float("nan"),
+        "chars": count,
+        "oov": oov,
+    }

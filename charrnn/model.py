@@ -1,0 +1,62 @@
+"""CharRNN: embedding -> recurrent stack (fused or cells) -> dropout -> linear head."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from charrnn.cells import recurrent_stack
+from charrnn.config import ModelConfig, from_dict
+
+State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig, impl: str = "fused"):
+        super().__init__()
+        self.config = config
+        self.impl = impl
+        self.embedding = nn.Embedding(config.vocab_size, config.embed)
+        self.rnn = recurrent_stack(config.model, impl, config.embed, config.hidden, config.layers, config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.model == "lstm":
+            self._open_forget_gates()
+
+    def _open_forget_gates(self) -> None:
+        # A forget-gate bias of 1 makes a fresh LSTM remember by default, so
+        # gradients flow across many steps from the start (Jozefowicz et al., 2015).
+        hidden = self.config.hidden
+        with torch.no_grad():
+            for layer in range(self.config.layers):
+                getattr(self.rnn, f"bias_ih_l{layer}")[hidden : 2 * hidden].fill_(1.0)
+                getattr(self.rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden].fill_(0.0)
+
+    def forward(self, ids: torch.Tensor, state: Optional[State] = None) -> tuple[torch.Tensor, State]:
+        """ids [batch, time] -> logits [batch, time, vocab], and the state after the last step."""
+        outputs, state = self.rnn(self.embedding(ids), state)
+        return self.head(self.dropout(outputs)), state
+
+    def initial_state(self, batch_size: int, device: torch.device) -> State:
+        zeros = torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)
+        return (zeros, zeros.clone()) if self.config.model == "lstm" else zeros
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph between windows: the values carry over, the gradients stop (truncated BPTT)."""
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def model_from_checkpoint(payload: dict, impl: str = "fused", device: Optional[torch.device] = None) -> CharRNN:
+    """Rebuild the trained network from a checkpoint, in either implementation, on any device."""
+    model = CharRNN(from_dict(ModelConfig, payload["model_config"]), impl=impl)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    return model.to(device) if device is not None else model

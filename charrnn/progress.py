@@ -1,0 +1,77 @@
+"""Training progress on stderr: a live rich bar on a terminal, plain log lines elsewhere."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+PLAIN_LOG_INTERVAL_S = 10.0
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def format_stats(step: int, train_loss: Optional[float], val_loss: Optional[float], chars_per_s: float, eta_s: float) -> str:
+    parts = [f"step {step}"]
+    if train_loss is not None:
+        parts.append(f"train {train_loss:.3f}")
+    if val_loss is not None:
+        parts.append(f"val {val_loss:.3f}")
+    parts.append(f"{chars_per_s / 1000:.1f}k chars/s")
+    parts.append(f"eta {format_duration(eta_s)}")
+    return " | ".join(parts)
+
+
+class Reporter:
+    """Everything training says goes through here, to stderr only."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        stream = stream or sys.stderr
+        self.quiet = quiet
+        live = stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self.console = Console(file=stream, no_color=not live, highlight=False, force_terminal=live or None)
+        self.bar: Optional[Progress] = None
+        self.task = None
+        self.live = live and not quiet
+        self.last_plain = 0.0
+
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.console.print(message, markup=False)
+        else:
+            self.console.print(message, markup=False, soft_wrap=True)
+
+    def update(self, fraction: float, stats: str, evaluated: bool = False) -> None:
+        """Progress through the budget (0..1) and the current figures."""
+        if self.quiet:
+            return
+        if self.live:
+            if self.bar is None:
+                self.bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                    TextColumn("{task.fields[stats]}"), console=self.console, transient=False)
+                self.task = self.bar.add_task("train", total=1.0, stats=stats)
+                self.bar.start()
+            self.bar.update(self.task, completed=min(fraction, 1.0), stats=stats)
+            if evaluated:
+                self.bar.console.print(stats, markup=False)
+            return
+        now = time.monotonic()
+        if evaluated or now - self.last_plain >= PLAIN_LOG_INTERVAL_S:
+            self.last_plain = now
+            self.log(f"{min(fraction, 1.0) * 100:3.0f}% {stats}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

@@ -1,0 +1,326 @@
+"""The training loop: schedule, clipping, evaluation, checkpoints, progress, signals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from charrnn import checkpoint
+from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, to_dict
+from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, split
+from charrnn.device import backend_name, pick_device
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import total_loss
+from charrnn.model import CharRNN, detach_state
+from charrnn.progress import Reporter, format_duration, format_stats
+
+METRICS = "metrics.jsonl"
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; last.pt was saved first."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+@dataclass
+class RunProgress:
+    """What changes as training goes; last.pt holds it so that a resumed run continues exactly."""
+
+    step: int = 0
+    position: int = 0  # index of the next training window
+    elapsed: float = 0.0  # seconds of training before this process started
+    best_val_loss: float = math.inf
+    history: list = field(default_factory=list)  # one dict per evaluation
+
+
+class StopSignals:
+    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step."""
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame):
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        self.received = number
+
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+def learning_rate(config: TrainConfig, step: int, budget_fraction: float) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at the end of the budget (steps or time)."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+    floor = config.lr * config.min_lr_ratio
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(budget_fraction, 1.0)))
+    return warmup * (floor + (config.lr - floor) * cosine)
+
+
+def budget_fraction(config: TrainConfig, step: int, elapsed: float) -> float:
+    """How much of the budget is spent: whichever of --steps and --time runs out first."""
+    fractions = []
+    if config.steps is not None:
+        fractions.append(step / config.steps)
+    if config.time_budget is not None:
+        fractions.append(elapsed / config.time_budget)
+    return max(fractions)
+
+
+def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer:
+    # Decay only matrices: shrinking biases and gains toward zero does not regularize, it just hurts.
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+
+
+def prepare_run_directory(out_dir: Path, resume: bool, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CharRNNError(f"--out {out_dir} is an existing file; name a directory for the run")
+    has_run = (out_dir / checkpoint.LAST).exists() or (out_dir / checkpoint.BEST).exists()
+    if resume and not (out_dir / checkpoint.LAST).is_file():
+        raise CharRNNError(f"{out_dir}: no {checkpoint.LAST} to resume from; train without --resume first")
+    if has_run and not resume and not force:
+        raise CharRNNError(f"{out_dir} already holds a run; continue it with --resume, or pass --out NEW_DIR, or --force to overwrite")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CharRNNError(f"cannot write to the run directory {out_dir} ({error.strerror or error}); choose another with --out") from None
+
+
+def free_run_directory(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`, ... : a default run never overwrites an earlier one."""
+    candidate, number = base, 1
+    while (candidate / checkpoint.LAST).exists() or (candidate / checkpoint.BEST).exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+def rng_states(device: torch.device) -> dict:
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def state_to_cpu(state):
+    return tuple(s.cpu() for s in state) if isinstance(state, tuple) else state.cpu()
+
+
+def state_to(state, device):
+    return tuple(s.to(device) for s in state) if isinstance(state, (tuple, list)) else state.to(device)
+
+
+class Trainer:
+    """One run: owns the model, optimizer, data windows and run directory."""
+
+    def __init__(self, corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig,
+                 out_dir: Path, resume: bool = False, force: bool = False, reporter: Optional[Reporter] = None,
+                 encoding: str = "utf-8", errors: str = "strict"):
+        self.reporter = reporter or Reporter(quiet=True)
+        self.out_dir = Path(out_dir)
+        prepare_run_directory(self.out_dir, resume, force)
+        saved = checkpoint.load_checkpoint(self.out_dir / checkpoint.LAST) if resume else None
+        if saved is not None:
+            model_config = from_dict(ModelConfig, saved["model_config"])
+            stored = from_dict(TrainConfig, saved["train_config"])
+            # The run keeps its settings; only the budget and the hardware may change on resume.
+            train_config = replace(stored, steps=train_config.steps or stored.steps,
+                                   time_budget=train_config.time_budget or stored.time_budget,
+                                   device=train_config.device, impl=train_config.impl)
+            corpus_args = corpus_args or saved["corpus_args"]
+        if train_config.steps is None and train_config.time_budget is None:
+            train_config = replace(train_config, time_budget=DEFAULT_TIME_BUDGET_S)
+            self.reporter.log(f"no --steps or --time given: training for {format_duration(DEFAULT_TIME_BUDGET_S)}")
+        model_config.validate()
+        train_config.validate()
+        self.train_config = train_config
+        self.device = pick_device(train_config.device)
+
+        self.corpus = load_corpus(corpus_args, encoding, errors)
+        self.encoding, self.errors = encoding, errors
+        if saved is not None and self.corpus.vocab.chars != saved["vocab"]:
+            raise CharRNNError(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
+        self.corpus_args = [a if a == "-" else str(Path(a).resolve()) for a in corpus_args]
+        self.model_config = replace(model_config, vocab_size=len(self.corpus.vocab))
+        train_ids, val_ids = split(self.corpus.ids, train_config.val_fraction)
+        self.windows = Windows(train_ids, train_config.batch_size, train_config.seq_len)
+        self.val_windows = evaluation_windows(val_ids, train_config.seq_len) if len(val_ids) >= 2 else None
+
+        torch.manual_seed(train_config.seed)
+        self.model = CharRNN(self.model_config, impl=train_config.impl).to(self.device)
+        self.optimizer = make_optimizer(self.model, train_config)
+        self.progress = RunProgress()
+        self.state = self.model.initial_state(train_config.batch_size, self.device)
+        if saved is not None:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.progress = RunProgress(**saved["progress"])
+            self.state = state_to(saved["hidden_state"], self.device)
+            restore_rng_states(saved["rng"], self.device)
+        self.backend = backend_name(self.device, train_config.impl)
+
+    def describe(self) -> str:
+        m, c = self.model_config, self.corpus
+        return (f"{m.model} {m.layers}x{m.hidden} ({self.model.num_parameters() / 1e6:.2f}M parameters) on "
+                f"{c.name} ({len(c.ids):,} chars, vocab {len(c.vocab)}) | {self.device.type} ({self.backend}) | "
+                f"run directory {self.out_dir}")
+
+    def payload(self, val_loss: Optional[float]) -> dict:
+        """What best.pt holds: everything sampling and evaluation need, and nothing else."""
+        return {
+            "model_config": to_dict(self.model_config),
+            "train_config": to_dict(self.train_config),
+            "vocab": self.corpus.vocab.chars,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "corpus": self.corpus.name,
+            "corpus_args": self.corpus_args,
+            "encoding": self.encoding,
+            "errors": self.errors,
+            "step": self.progress.step,
+            "val_loss": val_loss,
+            "elapsed": self.progress.elapsed,
+            "device": self.device.type,
+            "backend": self.backend,
+            "history": list(self.progress.history),
+        }
+
+    def save_last(self, val_loss: Optional[float]) -> None:
+        """last.pt adds what an exact resume needs: optimizer, data position, carried state, RNG."""
+        payload = self.payload(val_loss)
+        payload.update({
+            "optimizer": self.optimizer.state_dict(),
+            "progress": vars(self.progress),
+            "hidden_state": state_to_cpu(self.state),
+            "rng": rng_states(self.device),
+        })
+        checkpoint.save_checkpoint(payload, self.out_dir / checkpoint.LAST)
+
+    def evaluate(self) -> Optional[float]:
+        if self.val_windows is None:
+            return None
+        per_window = self.val_windows.batch_size * self.val_windows.seq_len
+        nats, count = total_loss(self.model, self.val_windows, self.device,
+                                 max_windows=max(1, self.train_config.eval_chars // per_window))
+        return nats / count
+
+    def record(self, train_loss: float, val_loss: Optional[float], chars_per_s: float, lr: float) -> None:
+        """Append to metrics.jsonl and the history, and keep best.pt at the lowest loss so far."""
+        entry = {"step": self.progress.step, "elapsed": round(self.progress.elapsed, 3),
+                 "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "chars_per_s": round(chars_per_s, 1)}
+        self.progress.history.append(entry)
+        with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        criterion = val_loss if val_loss is not None else train_loss
+        if criterion < self.progress.best_val_loss:
+            self.progress.best_val_loss = criterion
+            checkpoint.save_checkpoint(self.payload(val_loss), self.out_dir / checkpoint.BEST)
+        self.save_last(val_loss)
+
+    def run(self) -> dict:
+        """Train until the budget is spent; returns a summary of the run."""
+        config, reporter = self.train_config, self.reporter
+        reporter.log(self.describe())
+        chars_per_step = config.batch_size * config.seq_len
+        started = time.monotonic()
+        elapsed_before = self.progress.elapsed
+        window_started, window_steps, window_loss = started, 0, 0.0
+        val_loss, lr, chars_per_s = None, config.lr, 0.0
+        self.model.train()
+        with StopSignals() as stop:
+            while budget_fraction(config, self.progress.step, self.progress.elapsed) < 1.0:
+                if stop.received is not None:
+                    self.save_last(val_loss)
+                    raise TrainingInterrupted(
+                        f"interrupted at step {self.progress.step}; saved {self.out_dir / checkpoint.LAST}, "
+                        "continue with --resume", stop.received)
+                loss = self.train_step(lr := learning_rate(config, self.progress.step,
+                                                           budget_fraction(config, self.progress.step, self.progress.elapsed)))
+                self.progress.elapsed = elapsed_before + time.monotonic() - started
+                window_steps += 1
+                window_loss += loss
+                now = time.monotonic()
+                chars_per_s = window_steps * chars_per_step / max(now - window_started, 1e-9)
+                fraction = budget_fraction(config, self.progress.step, self.progress.elapsed)
+                due = self.progress.step % config.eval_every == 0 or fraction >= 1.0
+                if due:
+                    val_loss = self.evaluate()
+                    self.record(window_loss / window_steps, val_loss, chars_per_s, lr)
+                eta = self.eta(chars_per_s / chars_per_step)
+                reporter.update(fraction, format_stats(self.progress.step, window_loss / window_steps, val_loss,
+                                                       chars_per_s, eta), evaluated=due)
+                if due:
+                    window_started, window_steps, window_loss = time.monotonic(), 0, 0.0
+        reporter.close()
+        return {"steps": self.progress.step, "val_loss": val_loss, "best_val_loss": self.progress.best_val_loss,
+                "elapsed": self.progress.elapsed, "chars_per_s": chars_per_s, "out_dir": str(self.out_dir)}
+
+    def train_step(self, lr: float) -> float:
+        if self.progress.position >= len(self.windows):
+            # A new pass over the data: the streams start over, so must the carried state.
+            self.progress.position = 0
+            self.state = self.model.initial_state(self.train_config.batch_size, self.device)
+        inputs, targets = self.windows[self.progress.position]
+        inputs, targets = inputs.to(self.device), targets.to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits, state = self.model(inputs, self.state)
+        self.state = detach_state(state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise CharRNNError(
+                f"the training loss became {value} at step {self.progress.step + 1}; stopped without saving it "
+                f"({checkpoint.BEST} is intact). Try a lower --lr")
+        self.optimizer.step()
+        self.progress.step += 1
+        self.progress.position += 1
+        return value
+
+    def eta(self, steps_per_s: float) -> float:
+        config, progress = self.train_config, self.progress
+        remaining = []
+        if config.steps is not None and steps_per_s > 0:
+            remaining.append((config.steps - progress.step) / steps_per_s)
+        if config.time_budget is not None:
+            remaining.append(config.time_budget - progress.elapsed)
+        return max(0.0, min(remaining)) if remaining else 0.0
+
+
+def train(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options) -> dict:
+    """Train a run to the end of its budget; see Trainer for the options."""
+    return Trainer(corpus_args, model_config, train_config, out_dir, **options).run()
