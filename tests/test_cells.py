@@ -10,16 +10,6 @@ KINDS = ("rnn", "gru", "lstm")
 BATCH, TIME, INPUT, HIDDEN = 3, 5, 4, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tensors this small gain nothing from threads, and on a busy machine the
-    # intra-op thread pool spins for far longer than the arithmetic takes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_pair(kind, num_layers, dropout=0.0, seed=0):
     """A fused module with random float64 weights and a CellStack holding a strict copy of them."""
     torch.manual_seed(seed)

@@ -1,0 +1,71 @@
+"""Shared test helpers: tiny corpora made here, and the installed CLI run as a user types it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ENGLISH = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\n"
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    # Tiny models gain nothing from threads, and on a shared 2-core machine
+    # a thread pool per process makes every test many times slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(ENGLISH * 20, encoding="utf-8")
+    return path
+
+
+def charrnn_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = Path(sys.executable).with_name("charrnn")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("charrnn")
+    if found is None:
+        pytest.fail("the charrnn command is not installed; run pip install -e '.[dev]'")
+    return [found]
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    """Run `charrnn ARGS...` in a subprocess inside tmp_path; returns the CompletedProcess."""
+    env = dict(os.environ, CHARRNN_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1", NO_COLOR="1")
+    env.pop("CHARRNN_CHECKPOINT", None)
+
+    def run(*args: str, input: str | None = None, check_rc: int | None = 0, timeout: float = 120) -> subprocess.CompletedProcess:
+        completed = subprocess.run(
+            charrnn_command() + [str(a) for a in args], cwd=tmp_path, env=env, text=True, encoding="utf-8",
+            input=input, stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True, timeout=timeout,
+        )
+        if check_rc is not None:
+            assert completed.returncode == check_rc, (completed.returncode, completed.stdout, completed.stderr)
+        return completed
+
+    run.env = env
+    run.cwd = tmp_path
+    return run
+
+
+TINY_MODEL = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "32", "--batch-size", "4", "--eval-every", "10"]
