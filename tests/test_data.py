@@ -1,0 +1,95 @@
+"""Corpus sources, streaming encoding, the cache, and the TBPTT windows."""
+
+import numpy as np
+import pytest
+
+from charrnn import data
+from charrnn.data import Windows, evaluation_windows, load_corpus, split
+from charrnn.errors import CharRNNError
+from charrnn.vocab import Vocab
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_directory_reads_text_files_in_sorted_order_and_skips_binary(tmp_path):
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("BBB", encoding="utf-8")
+    (folder / "a.txt").write_text("AAA", encoding="utf-8")
+    (folder / "sub" / "c.txt").write_text("CCC", encoding="utf-8")
+    (folder / "image.bin").write_bytes(b"\x89PNG\x00\x00\x01")
+    (folder / ".hidden").write_text("HHH", encoding="utf-8")
+    corpus = load_corpus([str(folder)])
+    assert corpus.vocab.decode(corpus.ids) == "AAABBBCCC"
+    assert corpus.name == "texts"
+
+
+def test_chunks_split_inside_a_multibyte_character(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_BYTES", 5)
+    path = tmp_path / "k.txt"
+    text = "한국어 텍스트 🙂 끝\n" * 3
+    path.write_text(text, encoding="utf-8")
+    corpus = load_corpus([str(path)], use_cache=False)
+    assert corpus.vocab.decode(corpus.ids) == text
+
+
+def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"hello \xff world")
+    with pytest.raises(CharRNNError, match=r"bad.txt: not valid utf-8 at byte 6.*--encoding.*--errors replace"):
+        load_corpus([str(path)])
+    assert "\ufffd" in load_corpus([str(path)], errors="replace").vocab.chars
+    latin = load_corpus([str(path)], encoding="latin-1")
+    assert latin.vocab.decode(latin.ids) == "hello \xff world"
+
+
+def test_encoding_with_a_given_vocabulary_counts_unknown_characters(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcxyzabc", encoding="utf-8")
+    corpus = load_corpus([str(path)], vocab=Vocab("abc"))
+    assert corpus.oov == 3
+    assert corpus.vocab.decode(corpus.ids) == "abcabc"
+
+
+def test_cache_is_reused_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    path.write_text("hello world\n" * 10, encoding="utf-8")
+    first = load_corpus([str(path)])
+    calls = []
+    original = data.encode_sources
+    monkeypatch.setattr(data, "encode_sources", lambda *a: calls.append(1) or original(*a))
+    again = load_corpus([str(path)])
+    assert calls == [] and np.array_equal(again.ids, first.ids)
+    path.write_text("changed text\n" * 10, encoding="utf-8")
+    changed = load_corpus([str(path)])
+    assert calls == [1] and changed.vocab.decode(changed.ids) == "changed text\n" * 10
+
+
+def test_windows_continue_each_stream():
+    ids = np.arange(1000) % 251
+    windows = Windows(ids.astype(np.uint8), batch_size=4, seq_len=10)
+    first_inputs, first_targets = windows[0]
+    second_inputs, _ = windows[1]
+    assert first_inputs.shape == (4, 10)
+    assert (first_targets[:, :-1] == first_inputs[:, 1:]).all()
+    # row b of window 1 starts where row b of window 0 stopped
+    assert (second_inputs[:, 0] == first_targets[:, -1]).all()
+
+
+def test_evaluation_windows_cover_short_text_with_a_partial_window():
+    windows = evaluation_windows(np.arange(50, dtype=np.uint8), seq_len=32)
+    assert windows.batch_size == 1
+    assert sum(windows[i][1].numel() for i in range(len(windows))) == 49
+
+
+def test_corpus_shorter_than_a_window_is_a_clear_error():
+    with pytest.raises(CharRNNError, match="too short"):
+        Windows(np.arange(20, dtype=np.uint8), batch_size=4, seq_len=10)
+
+
+def test_split_holds_out_the_end():
+    train, val = split(np.arange(100), 0.1)
+    assert len(train) == 90 and val[0] == 90
