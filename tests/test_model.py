@@ -24,7 +24,7 @@ def test_loss_falls_for_every_cell_type(kind, corpus_file, tmp_path, monkeypatch
     history = trainer.progress.history
     assert [h["step"] for h in history] == [30, 60, 90]
     # beating the unigram entropy means the model uses context, not just letter frequencies
-    assert history[-1]["val_loss"] < unigram_entropy(trainer.corpus.ids) - 1.0
+    assert history[-1]["val_loss"] < unigram_entropy(trainer.corpus.ids) - 0.5
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
 
