@@ -251,28 +251,20 @@ def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
 
+IGNORE = -100  # a target the loss skips (cross_entropy's ignore_index): padding after the last character
+
+
 class Windows:
-    """Consecutive windows over `batch_size` contiguous streams of a corpus.
+    """Consecutive windows over parallel streams: inputs and targets are [streams, stream length].
 
     Row b of window i continues row b of window i-1, which is what lets training
     carry the hidden state from one window to the next (truncated BPTT).
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, partial_last: bool = False):
-        stream_len = (len(ids) - 1) // batch_size
-        if stream_len < (1 if partial_last else seq_len):
-            raise CharRNNError(
-                f"the corpus is too short: {len(ids)} characters, but a batch of {batch_size} windows "
-                f"of {seq_len} needs at least {batch_size * seq_len + 1}; "
-                "use a longer corpus or smaller --batch-size/--seq-len"
-            )
-        self.seq_len = seq_len
-        self.batch_size = batch_size
-        span = batch_size * stream_len
-        self.inputs = ids[:span].reshape(batch_size, stream_len)
-        self.targets = ids[1 : span + 1].reshape(batch_size, stream_len)
-        whole, rest = divmod(stream_len, seq_len)
-        self.count = whole + (1 if partial_last and rest else 0)
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray, seq_len: int):
+        self.inputs, self.targets, self.seq_len = inputs, targets, seq_len
+        self.batch_size = inputs.shape[0]
+        self.count = -(-inputs.shape[1] // seq_len)
 
     def __len__(self) -> int:
         return self.count
@@ -286,7 +278,31 @@ def as_long(ids: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
 
 
+def training_windows(ids: np.ndarray, batch_size: int, seq_len: int) -> Windows:
+    """`batch_size` equal contiguous streams cut into whole windows; views, so a memory-mapped corpus stays on disk."""
+    stream_len = (len(ids) - 1) // batch_size
+    if stream_len < seq_len:
+        raise CharRNNError(
+            f"the corpus is too short: {len(ids)} characters, but a batch of {batch_size} windows "
+            f"of {seq_len} needs at least {batch_size * seq_len + 1}; "
+            "use a longer corpus or smaller --batch-size/--seq-len"
+        )
+    span = batch_size * stream_len
+    usable = stream_len - stream_len % seq_len
+    inputs = ids[:span].reshape(batch_size, stream_len)[:, :usable]
+    targets = ids[1 : span + 1].reshape(batch_size, stream_len)[:, :usable]
+    return Windows(inputs, targets, seq_len)
+
+
 def evaluation_windows(ids: np.ndarray, seq_len: int, max_streams: int = 64) -> Windows:
-    """Windows that cover (almost) every character once, in as many streams as stay long enough."""
-    streams = max(1, min(max_streams, (len(ids) - 1) // max(seq_len, 1)))
-    return Windows(ids, streams, seq_len, partial_last=True)
+    """Windows in which every character after the first is a target exactly once (the end is padded)."""
+    predicted = len(ids) - 1
+    if predicted < 1:
+        raise CharRNNError("nothing to evaluate: the text needs at least 2 characters the model knows")
+    streams = max(1, min(max_streams, predicted // max(seq_len, 1)))
+    stream_len = -(-predicted // streams)
+    inputs = np.zeros(streams * stream_len, dtype=np.int32)
+    targets = np.full(streams * stream_len, IGNORE, dtype=np.int32)
+    inputs[:predicted] = ids[:-1]
+    targets[:predicted] = ids[1:]
+    return Windows(inputs.reshape(streams, stream_len), targets.reshape(streams, stream_len), seq_len)

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn.data import Windows
+from charrnn.data import IGNORE, Windows
 from charrnn.model import CharRNN
 
 
@@ -24,8 +24,9 @@ def total_loss(model: CharRNN, windows: Windows, device: torch.device, max_windo
         inputs, targets = windows[index]
         logits, state = model(inputs.to(device), state)
         targets = targets.to(device)
-        nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum").item()
-        count += targets.numel()
+        nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                reduction="sum", ignore_index=IGNORE).item()
+        count += int((targets != IGNORE).sum())
     model.train(was_training)
     return nats, count
 

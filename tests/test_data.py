@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from charrnn import data
-from charrnn.data import Windows, evaluation_windows, load_corpus, split
+from charrnn.data import IGNORE, evaluation_windows, load_corpus, split, training_windows
 from charrnn.errors import CharRNNError
 from charrnn.vocab import Vocab
 
@@ -70,7 +70,7 @@ def test_cache_is_reused_while_the_file_is_unchanged(tmp_path, monkeypatch):
 
 def test_windows_continue_each_stream():
     ids = np.arange(1000) % 251
-    windows = Windows(ids.astype(np.uint8), batch_size=4, seq_len=10)
+    windows = training_windows(ids.astype(np.uint8), batch_size=4, seq_len=10)
     first_inputs, first_targets = windows[0]
     second_inputs, _ = windows[1]
     assert first_inputs.shape == (4, 10)
@@ -79,15 +79,19 @@ def test_windows_continue_each_stream():
     assert (second_inputs[:, 0] == first_targets[:, -1]).all()
 
 
-def test_evaluation_windows_cover_short_text_with_a_partial_window():
-    windows = evaluation_windows(np.arange(50, dtype=np.uint8), seq_len=32)
-    assert windows.batch_size == 1
-    assert sum(windows[i][1].numel() for i in range(len(windows))) == 49
+def test_evaluation_windows_predict_every_character_once():
+    ids = np.arange(1000, dtype=np.int16) % 97
+    for length in (2, 50, 999, 1000):
+        windows = evaluation_windows(ids[:length], seq_len=32)
+        targets = [windows[i][1] for i in range(len(windows))]
+        scored = sum(int((t != IGNORE).sum()) for t in targets)
+        assert scored == length - 1
+    assert evaluation_windows(ids[:50], seq_len=32).batch_size == 1
 
 
 def test_corpus_shorter_than_a_window_is_a_clear_error():
     with pytest.raises(CharRNNError, match="too short"):
-        Windows(np.arange(20, dtype=np.uint8), batch_size=4, seq_len=10)
+        training_windows(np.arange(20, dtype=np.uint8), batch_size=4, seq_len=10)
 
 
 def test_split_holds_out_the_end():
