@@ -69,3 +69,16 @@ def cli(tmp_path: Path):
 
 
 TINY_MODEL = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "32", "--batch-size", "4", "--eval-every", "10"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny LSTM trained once per session on ENGLISH (a few seconds), for commands that read a model."""
+    folder = tmp_path_factory.mktemp("tiny_run")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(ENGLISH * 20, encoding="utf-8")
+    env = dict(os.environ, CHARRNN_CACHE_DIR=str(folder / "cache"), OMP_NUM_THREADS="1", NO_COLOR="1")
+    subprocess.run(charrnn_command() + ["train", str(corpus), "-o", str(folder / "run"), "--steps", "150", "--seed", "3",
+                                        "--lr", "1e-2", "-q", *TINY_MODEL],
+                   cwd=folder, env=env, check=True, capture_output=True, timeout=300)
+    return folder / "run"

@@ -1,0 +1,83 @@
+"""charrnn score: one line out per line in, streamed, pipe-safe; and the batching it relies on."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+
+import torch
+
+from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
+from charrnn.model import model_from_checkpoint
+from charrnn.score import batches, score_batch
+from charrnn.vocab import Vocab
+from conftest import ENGLISH, charrnn_command
+
+LINES = [line for line in ENGLISH.splitlines() if len(line) > 8]
+
+
+def test_one_line_out_per_line_in_in_order(cli, tiny_run):
+    text = "First Citizen:\n\nSpeak, speak.\nAll:"  # an empty line, and a last line with no newline
+    result = cli("score", "-c", tiny_run, input=text)
+    rows = result.stdout.splitlines()
+    assert len(rows) == 4
+    assert [row.split("\t", 1)[1] for row in rows] == ["First Citizen:", "", "Speak, speak.", "All:"]
+    assert all(float(row.split("\t", 1)[0]) > 0 for row in rows)
+
+
+def test_files_and_json(cli, tiny_run):
+    (cli.cwd / "a.txt").write_text("All:\nzz\u00e9zz\n", encoding="utf-8")
+    result = cli("score", "-c", tiny_run, "--json", "a.txt", "-", input="Speak, speak.\n")
+    records = [json.loads(row) for row in result.stdout.splitlines()]
+    assert [r["line"] for r in records] == ["All:", "zz\u00e9zz", "Speak, speak."]
+    assert records[1]["oov"] == 1 and records[1]["chars"] == 5  # 4 known characters and the newline
+    assert records[0]["chars"] == 5 and records[0]["oov"] == 0
+
+
+def test_real_lines_beat_shuffled_ones(cli, tiny_run):
+    rng = random.Random(0)
+    shuffled = []
+    for line in LINES:
+        chars = list(line)
+        while "".join(chars) == line:
+            rng.shuffle(chars)
+        shuffled.append("".join(chars))
+    result = cli("score", "-c", tiny_run, input="\n".join(LINES + shuffled) + "\n")
+    scores = [float(row.split("\t", 1)[0]) for row in result.stdout.splitlines()]
+    real, fake = scores[: len(LINES)], scores[len(LINES):]
+    wins = sum(r < f for r, f in zip(real, fake))
+    assert wins >= 0.9 * len(LINES), (real, fake)
+
+
+def test_head_in_a_shell_pipeline(tiny_run, tmp_path):
+    # 3,600 lines of output overflow the pipe's buffer, so the writer does meet the hang-up.
+    (tmp_path / "big.txt").write_text(ENGLISH * 300, encoding="utf-8")
+    command = f"{charrnn_command()[0]} score -c {tiny_run} big.txt | head -n 2"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2 and result.stderr == ""
+
+
+def test_missing_file_is_a_one_line_error(cli, tiny_run):
+    result = cli("score", "-c", tiny_run, "nope.txt", check_rc=1)
+    assert result.stderr.startswith("charrnn: error: nope.txt") and len(result.stderr.splitlines()) == 1
+
+
+def test_batched_scores_equal_one_at_a_time(tiny_run, monkeypatch):
+    payload = load_checkpoint(resolve_checkpoint(str(tiny_run)))
+    model, vocab = model_from_checkpoint(payload), Vocab(payload["vocab"])
+    lines = ["All:", "", "First Citizen:", "Before we proceed any further, hear me speak."]
+    monkeypatch.setattr("charrnn.score.TIME_CHUNK", 7)  # the state is carried across time chunks
+    together = score_batch(model, vocab, lines, torch.device("cpu"))
+    alone = [score_batch(model, vocab, [line], torch.device("cpu"))[0] for line in lines]
+    for a, b in zip(together, alone):
+        assert abs(a.nats - b.nats) < 1e-4 and a.chars == b.chars == len(a.line) + 1
+
+
+def test_batches_keep_order_and_bound_padding(monkeypatch):
+    monkeypatch.setattr("charrnn.score.BATCH_CHARS", 100)
+    lines = ["x" * n for n in (3, 60, 5, 200, 1, 2)]
+    grouped = list(batches(lines))
+    assert [line for batch in grouped for line in batch] == lines
+    assert all(len(batch) == 1 or max(map(len, batch)) + 1 <= 100 // len(batch) for batch in grouped)
