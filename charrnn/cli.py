@@ -231,6 +231,29 @@ def info(
                 print(f"{key:12} {value}")
 
 
+@app.command()
+def score(
+    files: Annotated[Optional[List[str]], typer.Argument(help="Text files, or - for stdin (the default).", show_default=False)] = None,
+    checkpoint_arg: CheckpointOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: bpc, nats, chars, oov, line.")] = False,
+    device: DeviceOption = "auto",
+    impl: ImplOption = "fused",
+    encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
+):
+    """Bits per character of every input line: `bpc<TAB>line`, in input order, streamed."""
+    from charrnn.score import read_lines, score_lines
+
+    _, model, vocab, device = load_model(checkpoint_arg, impl, device)
+    out = sys.stdout
+    with product_output():
+        for batch in score_lines(model, vocab, read_lines(files or [], encoding, errors), device):
+            for result in batch:
+                out.write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n" if as_json
+                          else f"{result.bpc:.4f}\t{result.line}\n")
+            out.flush()
+
+
 def main() -> None:
     """Entry point: turns errors into one line on stderr and the documented exit codes."""
     try:
