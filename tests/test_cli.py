@@ -1,0 +1,68 @@
+"""The CLI end to end, run as a user types it: train, sample, eval, info."""
+
+import json
+
+from conftest import TINY_MODEL
+
+HANGUL_EMOJI = ("안녕하세요, 세계! 🙂 좋은 아침입니다. 🌞\n" "오늘도 좋은 하루 되세요 👍🏽\n") * 30
+
+
+def test_train_sample_eval_info(cli, corpus_file):
+    trained = cli("train", corpus_file, "--steps", "20", *TINY_MODEL)
+    assert trained.stdout == ""  # stdout is for the product only
+    assert "best val loss" in trained.stderr
+    run = cli.cwd / "runs" / "corpus"
+    assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "metrics.jsonl"}
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [10, 20]
+
+    sampled = cli("sample", "--length", "80", "--seed", "3")  # default discovery: the newest run
+    assert len(sampled.stdout) == 81 and sampled.stderr == ""
+    assert cli("sample", "--length", "80", "--seed", "3").stdout == sampled.stdout
+    assert cli("sample", "-c", run, "--length", "80", "--seed", "4").stdout != sampled.stdout
+
+    primed = cli("sample", "--length", "10", "--temp", "0", input="All:\n")
+    assert primed.stdout.startswith("All:\n") and len(primed.stdout) == len("All:\n") + 11
+
+    three = cli("sample", "-n", "3", "--length", "30", "--seed", "1", "--separator", "\n---\n")
+    assert three.stdout.count("\n---\n") == 2
+
+    evaluated = json.loads(cli("eval", "--json").stdout)
+    assert set(evaluated) >= {"loss", "bpc", "perplexity", "chars", "oov"}
+    assert evaluated["chars"] > 0 and evaluated["oov"] == 0
+    assert abs(evaluated["bpc"] - evaluated["loss"] / 0.6931471805599453) < 1e-9
+    assert "bpc" in cli("eval", corpus_file).stdout
+
+    details = json.loads(cli("info", "--json").stdout)
+    assert details["model"] == "lstm" and details["steps"] == 20 and details["parameters"] > 0
+
+
+def test_second_default_run_does_not_overwrite_the_first(cli, corpus_file):
+    cli("train", corpus_file, "--steps", "2", *TINY_MODEL)
+    cli("train", corpus_file, "--steps", "2", *TINY_MODEL)
+    assert (cli.cwd / "runs" / "corpus" / "best.pt").is_file()
+    assert (cli.cwd / "runs" / "corpus-2" / "best.pt").is_file()
+
+
+def test_hangul_and_emoji_round_trip_through_train_sample_and_eval(cli):
+    (cli.cwd / "korean.txt").write_text(HANGUL_EMOJI, encoding="utf-8")
+    cli("train", "korean.txt", "--steps", "30", "-o", "ko", *TINY_MODEL)
+    sampled = cli("sample", "-c", "ko", "--prime", "안녕", "--length", "200", "--seed", "0").stdout
+    assert sampled.startswith("안녕")
+    assert set(sampled) <= set(HANGUL_EMOJI) | {"\n"}
+    assert any(ch in sampled for ch in "🙂🌞👍")  or any("\uac00" <= ch <= "\ud7a3" for ch in sampled[2:])
+    evaluated = json.loads(cli("eval", "-c", "ko", "korean.txt", "--json").stdout)
+    assert evaluated["oov"] == 0 and evaluated["chars"] == len(HANGUL_EMOJI) - 1
+
+
+def test_train_reads_stdin(cli, corpus_file):
+    cli("train", "-", "--steps", "2", "-o", "piped", *TINY_MODEL, input=corpus_file.read_text())
+    assert (cli.cwd / "piped" / "best.pt").is_file()
+
+
+def test_python_dash_m_works(cli):
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True)
+    assert completed.returncode == 0 and "train" in completed.stdout
