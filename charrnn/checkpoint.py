@@ -15,23 +15,53 @@ from charrnn.errors import CharRNNError
 FORMAT_VERSION = 1
 BEST, LAST = "best.pt", "last.pt"
 RUNS_DIR = Path("runs")
+REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab")  # what every command reads
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Write to a temporary file, fsync, then rename: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     payload = {"format_version": FORMAT_VERSION, **payload}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
     try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise unwritable(path, error) from None
+    try:
+        os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's 0600 would hide checkpoints from the user's group
         with os.fdopen(handle, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write (disk full) as RuntimeError
+        Path(temporary).unlink(missing_ok=True)
+        raise unwritable(path, error) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     sync_directory(path.parent)
+
+
+def unwritable(path: Path, error: Exception) -> CharRNNError:
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed; is the disk full?"
+    return CharRNNError(f"cannot write {path} ({reason}); the checkpoints already in {path.parent} are intact; "
+                        "free some space or make the directory writable, then continue with --resume")
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """A process killed mid-write (SIGKILL, power loss) leaves its temporary file behind; sweep it up."""
+    try:
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # the write that follows will say what is wrong with the directory
 
 
 def sync_directory(directory: Path) -> None:
@@ -62,8 +92,9 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
     except Exception:
         raise CharRNNError(f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt") from None
-    if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
-        raise CharRNNError(f"{path}: not a charrnn checkpoint")
+    if not isinstance(payload, dict) or not isinstance(payload.get("format_version"), int) \
+            or any(key not in payload for key in REQUIRED_KEYS):
+        raise CharRNNError(f"{path}: not a charrnn checkpoint; pass one that `charrnn train` wrote")
     if payload["format_version"] > FORMAT_VERSION:
         raise CharRNNError(
             f"{path}: checkpoint format {payload['format_version']} is newer than this charrnn understands "

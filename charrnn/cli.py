@@ -21,7 +21,7 @@ from charrnn.errors import CharRNNError
 from charrnn.evaluate import summarize, total_loss
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
-from charrnn.sample import generate, validate_sampling
+from charrnn.sample import check_prime, generate, validate_sampling
 from charrnn.train import Trainer, TrainingInterrupted, free_run_directory
 from charrnn.vocab import Vocab
 
@@ -85,6 +85,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps (the run's total).")] = None,
     time: Annotated[Optional[str], typer.Option("--time", help="Budget in wall time: 90s, 10m, 1h.")] = None,
+    schedule_steps: Annotated[Optional[int], typer.Option(help="Steps the learning-rate schedule spans (default: the budget); set it to the final total to extend the run later with --resume --steps.")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Last fraction of the corpus held out for validation.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate and checkpoint every N steps.")] = None,
     device: DeviceOption = "auto",
@@ -98,7 +99,7 @@ def train(
     model_config = ModelConfig(**given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout))
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
-        time_budget=parse_duration(time) if time is not None else None, val_fraction=val_fraction,
+        schedule_steps=schedule_steps, time_budget=parse_duration(time) if time is not None else None, val_fraction=val_fraction,
         eval_every=eval_every, device=device, impl=impl))
     if out is None:
         if resume:
@@ -147,6 +148,7 @@ def sample(
         prime = sys.stdin.read()
     prime = prime or ""
     _, model, vocab, device = load_model(checkpoint_arg, impl, device)
+    check_prime(vocab, prime)
     steps = generate(model, vocab, prime=prime, length=length, temperature=temp, top_k=top_k, top_p=top_p,
                      seed=seed, num_samples=num_samples, device=device)
     out = sys.stdout
@@ -254,6 +256,18 @@ def score(
             out.flush()
 
 
+def show_usage_problem(error) -> None:
+    """click's usage errors as one line, like ours: the problem, then where the help is."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # its message is the help itself
+        error.show()
+        return
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "charrnn"
+    message = " ".join(error.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    print(f"{command}: error: {message}; see `{command} --help`", file=sys.stderr)
+
+
 def main() -> None:
     """Entry point: turns errors into one line on stderr and the documented exit codes."""
     try:
@@ -265,8 +279,18 @@ def main() -> None:
         print(f"charrnn: {interrupted}", file=sys.stderr)
         code = 130
     except UsageProblem as error:
-        error.show()
+        show_usage_problem(error)
         code = error.exit_code
     except (KeyboardInterrupt, typer.Abort):
         code = 130
+    except OSError as error:  # the machine rather than the input (disk full, permissions): still one line
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"charrnn: error: {where}{error.strerror or error}", file=sys.stderr)
+        code = 1
+    except Exception as error:  # a bug: one line for the user; CHARRNN_TRACEBACK=1 shows where, for a report
+        if os.environ.get("CHARRNN_TRACEBACK"):
+            raise
+        print(f"charrnn: internal error: {type(error).__name__}: {error}; "
+              "rerun with CHARRNN_TRACEBACK=1 and report it", file=sys.stderr)
+        code = 1
     sys.exit(code if isinstance(code, int) else 0)

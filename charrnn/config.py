@@ -54,6 +54,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     steps: Optional[int] = None
     time_budget: Optional[float] = None  # seconds
+    schedule_steps: Optional[int] = None  # steps the LR schedule spans; None: the budget (--steps/--time)
     val_fraction: float = 0.1
     eval_every: int = 100
     eval_chars: int = 262_144  # cap on validation characters per periodic eval
@@ -70,6 +71,8 @@ class TrainConfig:
             raise CharRNNError(f"--lr must be positive (got {self.lr})")
         if self.steps is not None and self.steps < 1:
             raise CharRNNError(f"--steps must be at least 1 (got {self.steps})")
+        if self.schedule_steps is not None and self.schedule_steps < 1:
+            raise CharRNNError(f"--schedule-steps must be at least 1 (got {self.schedule_steps})")
         if self.time_budget is not None and not self.time_budget > 0:
             raise CharRNNError("--time must be positive, e.g. 90s, 10m or 1h")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -22,6 +22,15 @@ def validate_sampling(temperature: float, top_k: Optional[int], top_p: Optional[
         raise CharRNNError(f"--length must be 0 or more (got {length})")
 
 
+def check_prime(vocab: Vocab, prime: str) -> None:
+    """Refuse, before any text is written, a prime with characters the model cannot read."""
+    unknown = vocab.unknown_chars(prime)
+    if unknown:
+        raise CharRNNError(
+            f"the prime has characters the model never saw: {', '.join(map(repr, unknown))}; "
+            "leave them out of --prime (or stdin), or train on text that has them")
+
+
 def filter_logits(logits: torch.Tensor, top_k: Optional[int], top_p: Optional[float]) -> torch.Tensor:
     """Keep the k likeliest characters, then the smallest set whose probability reaches p."""
     if top_k is not None and top_k < logits.size(-1):

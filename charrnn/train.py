@@ -70,7 +70,13 @@ class StopSignals:
 
 
 def learning_rate(config: TrainConfig, step: int, budget_fraction: float) -> float:
-    """Linear warmup, then cosine decay to lr * min_lr_ratio at the end of the budget (steps or time)."""
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at the end of the budget (steps or time).
+
+    With --schedule-steps the cosine spans that many steps instead, whatever the budget: a run that
+    will be extended with --resume then follows one schedule, as if it had run in one go.
+    """
+    if config.schedule_steps is not None:
+        budget_fraction = step / config.schedule_steps
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
     floor = config.lr * config.min_lr_ratio
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(budget_fraction, 1.0)))
@@ -237,6 +243,10 @@ class Trainer:
 
     def record(self, train_loss: float, val_loss: Optional[float], chars_per_s: float, lr: float) -> None:
         """Append to metrics.jsonl and the history, and keep best.pt at the lowest loss so far."""
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise CharRNNError(
+                f"the validation loss became {val_loss} at step {self.progress.step}; stopped without saving it "
+                f"({checkpoint.BEST} and {checkpoint.LAST} are intact). Try a lower --lr")
         entry = {"step": self.progress.step, "elapsed": round(self.progress.elapsed, 3),
                  "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "chars_per_s": round(chars_per_s, 1)}
         self.progress.history.append(entry)
