@@ -90,6 +90,7 @@ def train(
     eval_every: Annotated[Optional[int], typer.Option(help="Validate and checkpoint every N steps.")] = None,
     device: DeviceOption = "auto",
     impl: ImplOption = "fused",
+    precision: Annotated[Optional[str], typer.Option(help="auto|fp32|bf16: auto is bf16 autocast on CUDA, fp32 elsewhere.")] = None,
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")] = False,
@@ -100,7 +101,7 @@ def train(
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
         schedule_steps=schedule_steps, time_budget=parse_duration(time) if time is not None else None, val_fraction=val_fraction,
-        eval_every=eval_every, device=device, impl=impl))
+        eval_every=eval_every, device=device, impl=impl, precision=precision))
     if out is None:
         if resume:
             raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
@@ -223,6 +224,7 @@ def info(
         "elapsed_s": payload.get("elapsed"),
         "device": payload.get("device"),
         "backend": payload.get("backend"),
+        "precision": payload.get("precision"),
         "val_loss": payload.get("val_loss"),
     }
     with product_output():

@@ -16,6 +16,7 @@ from typing import BinaryIO, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from charrnn import corpora
 from charrnn.errors import CharRNNError
 from charrnn.vocab import UNKNOWN, Vocab, code_points
 
@@ -102,8 +103,11 @@ def resolve_sources(args: list[str]) -> list[Source]:
             sources.extend(directory_sources(path))
         elif path.is_file():
             sources.append(file_source(path))
+        elif corpora.is_named_corpus(arg):
+            sources.append(file_source(corpora.fetch(arg)))
         else:
-            raise CharRNNError(f"{arg}: no such file or directory; give a text file, a directory, or - for stdin")
+            raise CharRNNError(f"{arg}: no such file or directory; give a text file, a directory, - for stdin, "
+                               "or a corpus name from `charrnn corpus list`")
     return sources
 
 
@@ -120,14 +124,15 @@ def corpus_name(args: list[str]) -> str:
 def text_chunks(source: Source, encoding: str, errors: str) -> Iterator[str]:
     """Decode a source piece by piece, so a big corpus is never one Python string."""
     decoder = codecs.getincrementaldecoder(encoding)(errors)
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))  # where NUL bytes are ordinary text
     offset = 0
     with source.open() as stream:
         while chunk := stream.read(CHUNK_BYTES):
-            nul = chunk.find(b"\x00")
+            nul = -1 if wide else chunk.find(b"\x00")
             if nul >= 0 and errors == "strict":
                 raise CharRNNError(
                     f"{source.name}: looks binary (NUL byte at byte {offset + nul}); "
-                    "give a text file, or pass --errors replace to read it anyway"
+                    "give a text file, name its encoding with --encoding (e.g. utf-16), or pass --errors replace"
                 )
             pending = len(decoder.getstate()[0])
             try:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from charrnn import checkpoint
 from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, split
-from charrnn.device import backend_name, pick_device
+from charrnn.device import autocast, backend_name, pick_device, resolve_precision
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import total_loss
 from charrnn.model import CharRNN, detach_state
@@ -98,7 +98,10 @@ def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+    # The fused kernel updates every tensor in one pass (~4x faster than the per-tensor loop on CPU):
+    # a few % of a whole step at 2x512. CPU and CUDA have it; elsewhere the default loop runs.
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=fused or None)
 
 
 def prepare_run_directory(out_dir: Path, resume: bool, force: bool) -> None:
@@ -164,7 +167,8 @@ class Trainer:
             # The run keeps its settings; only the budget and the hardware may change on resume.
             train_config = replace(stored, steps=train_config.steps or stored.steps,
                                    time_budget=train_config.time_budget or stored.time_budget,
-                                   device=train_config.device, impl=train_config.impl)
+                                   device=train_config.device, impl=train_config.impl,
+                                   precision=train_config.precision)
             corpus_args = corpus_args or saved["corpus_args"]
         if train_config.steps is None and train_config.time_budget is None:
             train_config = replace(train_config, time_budget=DEFAULT_TIME_BUDGET_S)
@@ -173,6 +177,7 @@ class Trainer:
         train_config.validate()
         self.train_config = train_config
         self.device = pick_device(train_config.device)
+        self.precision = resolve_precision(train_config.precision, self.device)
 
         self.corpus = load_corpus(corpus_args, encoding, errors)
         self.encoding, self.errors = encoding, errors
@@ -200,7 +205,7 @@ class Trainer:
     def describe(self) -> str:
         m, c = self.model_config, self.corpus
         return (f"{m.model} {m.layers}x{m.hidden} ({self.model.num_parameters() / 1e6:.2f}M parameters) on "
-                f"{c.name} ({len(c.ids):,} chars, vocab {len(c.vocab)}) | {self.device.type} ({self.backend}) | "
+                f"{c.name} ({len(c.ids):,} chars, vocab {len(c.vocab)}) | {self.device.type} ({self.backend}, {self.precision}) | "
                 f"run directory {self.out_dir}")
 
     def payload(self, val_loss: Optional[float]) -> dict:
@@ -219,6 +224,7 @@ class Trainer:
             "elapsed": self.progress.elapsed,
             "device": self.device.type,
             "backend": self.backend,
+            "precision": self.precision,
             "history": list(self.progress.history),
         }
 
@@ -305,9 +311,11 @@ class Trainer:
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits, state = self.model(inputs, self.state)
-        self.state = detach_state(state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        with autocast(self.device, self.precision):
+            logits, state = self.model(inputs, self.state)
+        # Autocast hands back bf16 states; carry fp32 so every window (and last.pt) sees one dtype.
+        self.state = state_to(detach_state(state), torch.float32)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
