@@ -270,6 +270,57 @@ def show_usage_problem(error) -> None:
     print(f"{command}: error: {message}; see `{command} --help`", file=sys.stderr)
 
 
+corpus_app = typer.Typer(help="Named corpora: the classic char-rnn texts, fetched once into the user cache.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(corpus_app, name="corpus")
+
+
+def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
+    """Download catalogue corpora before training, with a progress bar on stderr (data.py then reuses them)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    for name in arguments:
+        if not corpora.is_named_corpus(name):
+            continue
+        console = Console(file=sys.stderr, highlight=False)
+        log = None if quiet else (lambda message: console.print(f"charrnn: {message}", markup=False, soft_wrap=True))
+        if quiet or not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
+            corpora.fetch(name, log=log)
+            continue
+        with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
+                      transient=True) as bar:
+            task = bar.add_task(name, total=None)
+            corpora.fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log)
+
+
+@corpus_app.command("list")
+def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per corpus.")] = False):
+    """The corpora `charrnn train NAME` knows, and which are already downloaded."""
+    with product_output():
+        for entry in corpora.load_catalogue().values():
+            cached = corpora.is_cached(entry)
+            if as_json:
+                print(json.dumps({**vars(entry), "cached": cached, "path": str(corpora.text_path(entry))}))
+                continue
+            size = f"{entry.bytes / 1e6:.1f} MB" if entry.bytes else "? MB"
+            flags = ("cached" if cached else "") + ("" if entry.sha256 else " unverified")
+            print(f"{entry.name:16} {size:>9}  {flags.strip():18} {entry.description}")
+
+
+@corpus_app.command("fetch")
+def corpus_fetch(names: Annotated[List[str], typer.Argument(help="Corpus names from `charrnn corpus list`.")],
+                 quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False):
+    """Download corpora now (verified against the catalogue) and print where each one lives."""
+    for name in names:
+        if not corpora.is_named_corpus(name):
+            corpora.fetch(name)  # raises the one-line error that lists the known names
+    fetch_named_corpora(names, quiet)
+    with product_output():
+        for name in names:
+            print(corpora.fetch(name))
+
+
 def main() -> None:
     """Entry point: turns errors into one line on stderr and the documented exit codes."""
     try:

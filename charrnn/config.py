@@ -11,6 +11,7 @@ from charrnn.errors import CharRNNError
 MODEL_KINDS = ("rnn", "gru", "lstm")
 IMPLEMENTATIONS = ("fused", "cells")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # With neither --steps nor --time, a run lasts this long: long enough to learn
 # something visible on a laptop CPU, short enough for a first try.
@@ -61,6 +62,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     impl: str = "fused"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
 
     def validate(self) -> None:
         if self.seq_len < 1:
@@ -83,6 +85,8 @@ class TrainConfig:
             raise CharRNNError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
         if self.device not in DEVICES:
             raise CharRNNError(f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise CharRNNError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
 
 
 def to_dict(config) -> dict:

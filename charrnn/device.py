@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from charrnn.config import PRECISIONS
 from charrnn.errors import CharRNNError
 
 
@@ -31,3 +34,22 @@ def backend_name(device: torch.device, impl: str) -> str:
     if device.type == "cpu":
         return "onednn" if torch.backends.mkldnn.is_available() else "aten"
     return device.type
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto` is bf16 autocast on CUDA (cuDNN's fast path, no loss scaling needed) and fp32 elsewhere."""
+    if name not in PRECISIONS:
+        raise CharRNNError(f"unknown --precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # oneDNN's RNN kernels have no bf16 path on CPUs without bf16 instructions: fail here, not mid-run.
+        raise CharRNNError("--precision bf16: this CPU has no bf16 support in oneDNN; use --precision fp32 (or a GPU)")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The context a training forward runs in: bf16 autocast, or nothing at all for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -37,6 +37,11 @@ class CharRNN(nn.Module):
     def forward(self, ids: torch.Tensor, state: Optional[State] = None) -> tuple[torch.Tensor, State]:
         """ids [batch, time] -> logits [batch, time, vocab], and the state after the last step."""
         outputs, state = self.rnn(self.embedding(ids), state)
+        if torch.is_autocast_enabled(outputs.device.type):
+            # Under autocast the recurrence runs in bf16, but the head is cheap (hidden x vocab) and its
+            # logits feed the loss directly, where bf16's 8-bit mantissa would show: keep it in fp32.
+            with torch.autocast(outputs.device.type, enabled=False):
+                return self.head(self.dropout(outputs.float())), state
         return self.head(self.dropout(outputs)), state
 
     def initial_state(self, batch_size: int, device: torch.device) -> State:
