@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from charrnn import checkpoint
+from charrnn import checkpoint, corpora
 from charrnn.config import ModelConfig, TrainConfig, from_dict, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus, split
 from charrnn.device import pick_device
@@ -97,6 +97,7 @@ def train(
 ):
     """Train a model on a corpus; checkpoints and metrics go to the run directory."""
     corpus = corpus or []
+    fetch_named_corpora(corpus, quiet)
     model_config = ModelConfig(**given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout))
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
