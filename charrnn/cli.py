@@ -23,6 +23,7 @@ from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
 from charrnn.sample import check_prime, generate, validate_sampling
 from charrnn.train import Trainer, TrainingInterrupted, free_run_directory
+from charrnn import viz as viz_lib
 from charrnn.vocab import Vocab
 
 try:  # recent typer vendors click: its usage errors derive from TyperException
@@ -320,6 +321,71 @@ def corpus_fetch(names: Annotated[List[str], typer.Argument(help="Corpus names f
     with product_output():
         for name in names:
             print(corpora.fetch(name))
+
+
+@app.command()
+def viz(
+    file: Annotated[Optional[str], typer.Argument(help="Text file to look at, or - for stdin (default: --text, else piped stdin).", show_default=False)] = None,
+    checkpoint_arg: CheckpointOption = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="The text to look at.")] = None,
+    layer: Annotated[Optional[int], typer.Option(help="Layer, from 0 (default: the last).")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="hidden, cell, input_gate, forget_gate, output_gate, candidate (LSTM); reset_gate, update_gate (GRU). Default: cell, else hidden.")] = None,
+    unit: Annotated[Optional[int], typer.Option(help="Unit index (default: the one that varies most on this text).")] = None,
+    surprise: Annotated[bool, typer.Option("--surprise", help="Color each character by the model's surprise, -log2 p, instead.")] = False,
+    find: Annotated[Optional[str], typer.Option(help="Rank units by how well they track a feature: " + ", ".join(viz_lib.FEATURES) + "; show the best.")] = None,
+    top: Annotated[int, typer.Option(help="How many units --find lists.")] = 5,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: the text, the values per character, the ranking.")] = False,
+    max_chars: Annotated[int, typer.Option(help="Look at no more than this many characters.")] = 10_000,
+    device: DeviceOption = "cpu",
+    encoding: EncodingOption = "utf-8",
+):
+    """Color a text by one unit's activation, by surprise, or find the units that track a feature."""
+    if text is None:
+        if file is not None and file != "-":
+            try:
+                text = Path(file).read_text(encoding=encoding)
+            except (OSError, UnicodeDecodeError, LookupError) as error:
+                raise CharRNNError(f"{file}: cannot read it as {encoding} text ({error})") from None
+        elif file == "-" or stdin_is_piped():
+            text = sys.stdin.read()
+    if not text:
+        raise CharRNNError("nothing to look at: pass --text TEXT, a FILE, or pipe text in")
+    text = text[:max_chars]
+    payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(checkpoint_arg))
+    trace = viz_lib.trace_text(payload, text, pick_device(device))
+    ranking = None
+    if surprise:
+        shown, values, label = None, trace.surprise, "surprise (bits)"
+        levels = viz_lib.scaled(values, "surprise")
+        title = f"surprise, -log2 p: mean {values.mean():.2f} bits per character"
+    else:
+        if find is not None:
+            ranking = viz_lib.rank_units(trace, viz_lib.feature_values(find, text), top)
+            shown = ranking[0]
+        else:
+            shown = viz_lib.pick_unit(trace, layer, kind, unit)
+        values, label = viz_lib.unit_values(trace, shown), "activation"
+        levels = viz_lib.scaled(values, shown.kind)
+        title = shown.describe() + (f", r = {shown.correlation:+.3f} with {find}" if find else "")
+    if html_out is not None:
+        html_out.write_text(viz_lib.html_page(text, levels, values, title, ranking, label), encoding="utf-8")
+    with product_output():
+        if as_json:
+            print(json.dumps({"title": title, "unit": shown.as_dict() if shown else None, "text": text,
+                              "values": [round(float(v), 5) for v in values],
+                              "ranking": [u.as_dict() for u in ranking] if ranking else None}, ensure_ascii=False))
+            return
+        from rich.console import Console
+
+        console = Console(highlight=False, soft_wrap=True)
+        for found in ranking or []:
+            console.print(f"r {found.correlation:+.3f}  {found.describe()}", markup=False)
+        console.print(title, markup=False)
+        if html_out is None:
+            console.print(viz_lib.terminal_text(text, levels))
+        else:
+            console.print(f"wrote {html_out}", markup=False)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
@@ -172,8 +173,6 @@ def start(device_name: str) -> Group:
     world_size = launched_world_size()
     if world_size <= 1:
         return Group(device=device)
-    if dist.is_initialized():
-        raise CharRNNError("a process group is already running in this process; start one training per process")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -187,6 +186,8 @@ def start(device_name: str) -> Group:
     else:
         raise CharRNNError(f"--device {device.type} cannot train across processes (torch has no backend for it); "
                            "use --device cuda or cpu under torchrun")
+    if dist.is_initialized():  # the caller set the job up already (a notebook, a test): train in it
+        return Group(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
     try:
         dist.init_process_group(backend, rank=rank, world_size=world_size,
                                 **({"device_id": device} if backend == "nccl" else {}))
@@ -203,8 +204,10 @@ def finish() -> None:
 
 
 def first_line(error: BaseException) -> str:
+    """The gist of a torch error: its first sentence, without gloo's `[path/file.cc:123]` prefix."""
     lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(error).__name__
+    return text.split(". ")[0][:200]
 
 
 def lost_peer(error: BaseException) -> bool:

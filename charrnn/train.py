@@ -15,9 +15,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint
+from charrnn import checkpoint, distributed
 from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, to_dict
-from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, split
+from charrnn.data import Corpus, evaluation_windows, load_corpus, split, training_windows
 from charrnn.device import autocast, backend_name, pick_device, resolve_precision
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import total_loss
@@ -121,6 +121,12 @@ def prepare_run_directory(out_dir: Path, resume: bool, force: bool) -> None:
         raise CharRNNError(f"cannot write to the run directory {out_dir} ({error.strerror or error}); choose another with --out") from None
 
 
+def open_run_directory(out_dir: Path, resume: bool, force: bool) -> Optional[dict]:
+    """Check (and create) the run directory; on --resume, the last.pt to continue from."""
+    prepare_run_directory(out_dir, resume, force)
+    return checkpoint.load_checkpoint(out_dir / checkpoint.LAST) if resume else None
+
+
 def free_run_directory(base: Path) -> Path:
     """`base`, or `base-2`, `base-3`, ... : a default run never overwrites an earlier one."""
     candidate, number = base, 1
@@ -159,8 +165,11 @@ class Trainer:
                  encoding: str = "utf-8", errors: str = "strict"):
         self.reporter = reporter or Reporter(quiet=True)
         self.out_dir = Path(out_dir)
-        prepare_run_directory(self.out_dir, resume, force)
-        saved = checkpoint.load_checkpoint(self.out_dir / checkpoint.LAST) if resume else None
+        # Under torchrun, one process per rank; only rank 0 speaks and touches the run directory.
+        self.group = distributed.start(train_config.device)
+        if not self.group.is_main:
+            self.reporter = Reporter(quiet=True)
+        saved = self.group.from_main(lambda: open_run_directory(self.out_dir, resume, force))
         if saved is not None:
             model_config = from_dict(ModelConfig, saved["model_config"])
             stored = from_dict(TrainConfig, saved["train_config"])
@@ -176,37 +185,45 @@ class Trainer:
         model_config.validate()
         train_config.validate()
         self.train_config = train_config
-        self.device = pick_device(train_config.device)
+        self.device = self.group.device
         self.precision = resolve_precision(train_config.precision, self.device)
 
         self.corpus = load_corpus(corpus_args, encoding, errors)
         self.encoding, self.errors = encoding, errors
         if saved is not None and self.corpus.vocab.chars != saved["vocab"]:
             raise CharRNNError(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
+        self.group.check_same((len(self.corpus.ids), self.corpus.vocab.chars),
+                              "the processes read different corpora; every machine needs the same corpus files")
         self.corpus_args = [a if a == "-" else str(Path(a).resolve()) for a in corpus_args]
         self.model_config = replace(model_config, vocab_size=len(self.corpus.vocab))
         train_ids, val_ids = split(self.corpus.ids, train_config.val_fraction)
-        self.windows = Windows(train_ids, train_config.batch_size, train_config.seq_len)
+        # The global batch is batch_size streams per process; each process trains on its own share of them.
+        self.windows = self.group.shard(training_windows(train_ids, train_config.batch_size * self.group.world_size,
+                                                         train_config.seq_len))
         self.val_windows = evaluation_windows(val_ids, train_config.seq_len) if len(val_ids) >= 2 else None
 
         torch.manual_seed(train_config.seed)
         self.model = CharRNN(self.model_config, impl=train_config.impl).to(self.device)
         self.optimizer = make_optimizer(self.model, train_config)
+        if self.group.active:
+            torch.manual_seed(train_config.seed + self.group.rank)  # same weights everywhere, own dropout masks
         self.progress = RunProgress()
         self.state = self.model.initial_state(train_config.batch_size, self.device)
         if saved is not None:
             self.model.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
             self.progress = RunProgress(**saved["progress"])
-            self.state = state_to(saved["hidden_state"], self.device)
-            restore_rng_states(saved["rng"], self.device)
+            hidden, rng = self.group.resumed_share(saved)
+            self.state = state_to(hidden, self.device)
+            restore_rng_states(rng, self.device)
         self.backend = backend_name(self.device, train_config.impl)
+        self.network = self.group.wrap(self.model)  # DDP under torchrun: gradients averaged over the ranks
 
     def describe(self) -> str:
         m, c = self.model_config, self.corpus
         return (f"{m.model} {m.layers}x{m.hidden} ({self.model.num_parameters() / 1e6:.2f}M parameters) on "
                 f"{c.name} ({len(c.ids):,} chars, vocab {len(c.vocab)}) | {self.device.type} ({self.backend}, {self.precision}) | "
-                f"run directory {self.out_dir}")
+                f"run directory {self.out_dir}" + (f" | {self.group.world_size} processes" if self.group.active else ""))
 
     def payload(self, val_loss: Optional[float]) -> dict:
         """What best.pt holds: everything sampling and evaluation need, and nothing else."""
@@ -230,12 +247,14 @@ class Trainer:
 
     def save_last(self, val_loss: Optional[float]) -> None:
         """last.pt adds what an exact resume needs: optimizer, data position, carried state, RNG."""
+        shared = self.group.resume_state(state_to_cpu(self.state), rng_states(self.device))
+        if shared is None:  # not rank 0: nothing to write
+            return
         payload = self.payload(val_loss)
         payload.update({
             "optimizer": self.optimizer.state_dict(),
             "progress": vars(self.progress),
-            "hidden_state": state_to_cpu(self.state),
-            "rng": rng_states(self.device),
+            **shared,
         })
         checkpoint.save_checkpoint(payload, self.out_dir / checkpoint.LAST)
 
@@ -243,8 +262,10 @@ class Trainer:
         if self.val_windows is None:
             return None
         per_window = self.val_windows.batch_size * self.val_windows.seq_len
-        nats, count = total_loss(self.model, self.val_windows, self.device,
-                                 max_windows=max(1, self.train_config.eval_chars // per_window))
+        share = self.group.shard(self.val_windows)  # each rank scores its own streams; the sums are the whole
+        nats, count = total_loss(self.model, share, self.device,
+                                 max_windows=max(1, self.train_config.eval_chars // per_window)) if share.batch_size else (0.0, 0)
+        nats, count = self.group.sum(nats, count)
         return nats / count
 
     def record(self, train_loss: float, val_loss: Optional[float], chars_per_s: float, lr: float) -> None:
@@ -253,22 +274,25 @@ class Trainer:
             raise CharRNNError(
                 f"the validation loss became {val_loss} at step {self.progress.step}; stopped without saving it "
                 f"({checkpoint.BEST} and {checkpoint.LAST} are intact). Try a lower --lr")
+        train_loss = self.group.mean(train_loss)
         entry = {"step": self.progress.step, "elapsed": round(self.progress.elapsed, 3),
                  "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "chars_per_s": round(chars_per_s, 1)}
         self.progress.history.append(entry)
-        with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+        if self.group.is_main:
+            with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
         criterion = val_loss if val_loss is not None else train_loss
         if criterion < self.progress.best_val_loss:
             self.progress.best_val_loss = criterion
-            checkpoint.save_checkpoint(self.payload(val_loss), self.out_dir / checkpoint.BEST)
+            if self.group.is_main:
+                checkpoint.save_checkpoint(self.payload(val_loss), self.out_dir / checkpoint.BEST)
         self.save_last(val_loss)
 
     def run(self) -> dict:
         """Train until the budget is spent; returns a summary of the run."""
         config, reporter = self.train_config, self.reporter
         reporter.log(self.describe())
-        chars_per_step = config.batch_size * config.seq_len
+        chars_per_step = config.batch_size * config.seq_len * self.group.world_size
         started = time.monotonic()
         elapsed_before = self.progress.elapsed
         window_started, window_steps, window_loss = started, 0, 0.0
@@ -276,14 +300,15 @@ class Trainer:
         self.model.train()
         with StopSignals() as stop:
             while budget_fraction(config, self.progress.step, self.progress.elapsed) < 1.0:
-                if stop.received is not None:
+                if self.group.any(stop.received is not None):  # every rank stops at the same step
                     self.save_last(val_loss)
                     raise TrainingInterrupted(
                         f"interrupted at step {self.progress.step}; saved {self.out_dir / checkpoint.LAST}, "
                         "continue with --resume", stop.received)
                 loss = self.train_step(lr := learning_rate(config, self.progress.step,
                                                            budget_fraction(config, self.progress.step, self.progress.elapsed)))
-                self.progress.elapsed = elapsed_before + time.monotonic() - started
+                # The ranks' clocks differ a little; the budget and the schedule must not.
+                self.progress.elapsed = self.group.max(elapsed_before + time.monotonic() - started)
                 window_steps += 1
                 window_loss += loss
                 now = time.monotonic()
@@ -312,7 +337,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            logits, state = self.model(inputs, self.state)
+            logits, state = self.network(inputs, self.state)
         # Autocast hands back bf16 states; carry fp32 so every window (and last.pt) sees one dtype.
         self.state = state_to(detach_state(state), torch.float32)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
