@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from charrnn import checkpoint, corpora
+from charrnn import checkpoint, corpora, distributed
 from charrnn.config import ModelConfig, TrainConfig, from_dict, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus, split
 from charrnn.device import pick_device
@@ -108,11 +108,13 @@ def train(
         if resume:
             raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
         out = free_run_directory(checkpoint.RUNS_DIR / corpus_name(corpus))
-    reporter = Reporter(quiet=quiet)
-    trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
-                      encoding=encoding, errors=errors)
+    reporter = Reporter(quiet=quiet or not distributed.is_main())  # under torchrun, rank 0 speaks
     try:
-        summary = trainer.run()
+        with distributed.stopped_peers(out):
+            trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
+                              encoding=encoding, errors=errors)
+            summary = trainer.run()
+        distributed.finish()
     finally:
         reporter.close()
     best = summary["best_val_loss"]
@@ -393,10 +395,12 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except CharRNNError as error:
-        print(f"charrnn: error: {error}", file=sys.stderr)
+        if distributed.reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
+            print(f"charrnn: error: {error}", file=sys.stderr)
         code = 1
     except TrainingInterrupted as interrupted:
-        print(f"charrnn: {interrupted}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"charrnn: {interrupted}", file=sys.stderr)
         code = 130
     except UsageProblem as error:
         show_usage_problem(error)

@@ -30,6 +30,10 @@ PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pi
              "socket", "timed out", "remote worker")
 
 
+class EchoedError(CharRNNError):
+    """An error every rank stops with but rank 0 alone reports (one line for the job, not one per process)."""
+
+
 def launched_world_size() -> int:
     """How many processes torchrun started (1 outside torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -111,7 +115,7 @@ class Group:
         dist.broadcast_object_list(outcome, src=0)
         status, value = outcome[0]
         if status == "error":
-            raise CharRNNError(value)
+            raise EchoedError(value)
         return value
 
     def check_same(self, value, message: str) -> None:
@@ -119,7 +123,8 @@ class Group:
         values = self.gather(value)
         if any(v != values[0] for v in values):
             differing = [rank for rank, v in enumerate(values) if v != values[0]]
-            raise CharRNNError(f"{message} (process(es) {', '.join(map(str, differing))} differ from process 0)")
+            error = CharRNNError if self.is_main else EchoedError
+            raise error(f"{message} (process(es) {', '.join(map(str, differing))} differ from process 0)")
 
     def resume_state(self, hidden, rng: dict) -> Optional[dict]:
         """What last.pt needs from every rank: the whole batch's carried state and each rank's RNG.
@@ -195,6 +200,11 @@ def start(device_name: str) -> Group:
         raise CharRNNError(f"process {rank} could not join the job ({first_line(error)}); "
                            "check torchrun's --rdzv-endpoint / --master-addr and that every machine can reach it") from None
     return Group(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def reports(error: BaseException) -> bool:
+    """Whether this process should print `error`: the other ranks leave rank 0's errors to rank 0."""
+    return is_main() or not isinstance(error, EchoedError)
 
 
 def finish() -> None:
