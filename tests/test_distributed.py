@@ -64,6 +64,10 @@ def rank_worker(rank: int, port: int, folder: str) -> None:
     Trainer(corpus, WITH_DROPOUT, config(2, 6), folder / "whole").run()
     Trainer(corpus, WITH_DROPOUT, config(2, 3), folder / "parts").run()
     Trainer(corpus, WITH_DROPOUT, config(2, 6), folder / "parts", resume=True).run()
+    try:
+        Trainer(corpus, SHAPE, config(2, 6), folder / "missing", resume=True)
+    except CharRNNError as error:
+        (folder / f"error{rank}.txt").write_text(f"{distributed.reports(error)} {error}")
     distributed.finish()
 
 
@@ -119,6 +123,12 @@ def test_only_rank_zero_writes_and_resume_continues_exactly(two_ranks: Path):
     assert whole["hidden_state"][0].shape[1] == 4  # the whole batch's carried state: 2 streams per rank
     for name, weight in whole["model"].items():
         torch.testing.assert_close(parts["model"][name], weight, rtol=0, atol=0, msg=name)
+
+
+def test_rank_zero_alone_reports_an_error_all_ranks_stop_with(two_ranks: Path):
+    said = [(two_ranks / f"error{rank}.txt").read_text() for rank in range(2)]
+    assert said[0].startswith("True ") and "no last.pt to resume from" in said[0]
+    assert said[1] == "False " + said[0][len("True "):]
 
 
 def test_a_single_process_does_not_resume_a_two_process_run(two_ranks: Path):
