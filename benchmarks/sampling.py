@@ -1,0 +1,126 @@
+"""Sampling speed: charrnn's generation against a naive loop, as JSON.
+
+The model is an LSTM (default 2x512, vocabulary 65) with random weights: speed does not depend on
+what the weights say. Three loops, interleaved over `--repeats` rounds so that a shared machine's
+noise hits them alike; the ratios within a round are the figures to compare:
+
+- naive: `model(ids, state)` for every new character (torch's fused nn.LSTM at T=1), softmax, multinomial;
+- generate: `charrnn.sample.generate`, batch 1 (what `charrnn sample` runs);
+- generate -n 16: the same, 16 samples in one batch; its cost relative to one sample.
+
+    python benchmarks/sampling.py                      # ~1 minute on 2 quiet cores
+    python benchmarks/sampling.py --length 200 --repeats 3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from charrnn.config import ModelConfig  # noqa: E402
+from charrnn.model import CharRNN  # noqa: E402
+from charrnn.sample import generate  # noqa: E402
+from charrnn.vocab import Vocab  # noqa: E402
+
+VOCAB = Vocab("".join(chr(c) for c in range(32, 32 + 64)) + "\n")  # 65 characters, like tiny-shakespeare's
+
+
+@torch.inference_mode()
+def naive_loop(model: CharRNN, length: int, seed: int) -> None:
+    """The textbook loop: the whole model called once per character."""
+    generator = torch.Generator().manual_seed(seed)
+    ids, state = torch.zeros(1, 1, dtype=torch.long), None
+    for _ in range(length):
+        logits, state = model(ids, state)
+        ids = torch.multinomial(torch.softmax(logits[:, -1], dim=-1), 1, generator=generator)
+
+
+def charrnn_loop(model: CharRNN, length: int, seed: int, num_samples: int) -> None:
+    for _ in generate(model, VOCAB, length=length, seed=seed, num_samples=num_samples):
+        pass
+
+
+def timed(run) -> dict:
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--embed", type=int, default=64)
+    parser.add_argument("--model", default="lstm", choices=["rnn", "gru", "lstm"])
+    parser.add_argument("--length", type=int, default=1000, help="characters per timed loop")
+    parser.add_argument("--naive-length", type=int, default=None, help="characters for the naive loop (default: --length)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--batch", type=int, default=16, help="the -n to compare with one sample")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    naive_length = args.naive_length or args.length
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=len(VOCAB), model=args.model, layers=args.layers, hidden=args.hidden, embed=args.embed)
+    model = CharRNN(config).eval()
+    loops = {
+        "naive": (naive_length, lambda: naive_loop(model, naive_length, seed=1)),
+        "generate": (args.length, lambda: charrnn_loop(model, args.length, seed=1, num_samples=1)),
+        f"generate_n{args.batch}": (args.length, lambda: charrnn_loop(model, args.length, seed=1, num_samples=args.batch)),
+    }
+    # Warm-up: allocator, oneDNN primitives, caches.
+    naive_loop(model, 20, seed=0)
+    for num_samples in (1, args.batch):
+        charrnn_loop(model, 20, seed=0, num_samples=num_samples)
+    rounds = []
+    for _ in range(args.repeats):
+        rounds.append({name: timed(run) for name, (_, run) in loops.items()})
+
+    def steps_per_s(name: str, clock: str) -> list[float]:
+        length = loops[name][0]
+        return [length / r[name][clock] for r in rounds]
+
+    batch_name = f"generate_n{args.batch}"
+    weight_bytes = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if name != "embedding.weight")
+    best_generate = max(steps_per_s("generate", "wall_s"))
+    result = {
+        "model": f"{args.model} {args.layers}x{args.hidden}, embed {args.embed}, vocab {len(VOCAB)}",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "length": args.length,
+        "naive_length": naive_length,
+        "repeats": args.repeats,
+        # chars/s: the best round (least disturbed by other processes) and the median one.
+        "batch1_chars_per_s": {"best": round(best_generate), "median": round(statistics.median(steps_per_s("generate", "wall_s")))},
+        "naive_chars_per_s": {"best": round(max(steps_per_s("naive", "wall_s"))),
+                              "median": round(statistics.median(steps_per_s("naive", "wall_s")))},
+        "batch1_chars_per_cpu_s": round(max(steps_per_s("generate", "cpu_s"))),
+        "naive_chars_per_cpu_s": round(max(steps_per_s("naive", "cpu_s"))),
+        # Ratios within each round, then their median: robust to a machine whose load changes.
+        "speedup_over_naive": round(statistics.median(
+            (r["naive"]["wall_s"] / naive_length) / (r["generate"]["wall_s"] / args.length) for r in rounds), 2),
+        f"n{args.batch}_cost_vs_one_sample": round(statistics.median(
+            r[batch_name]["wall_s"] / r["generate"]["wall_s"] for r in rounds), 2),
+        f"n{args.batch}_chars_per_s": round(max(args.batch * s for s in steps_per_s(batch_name, "wall_s"))),
+        # Every step reads every recurrent and head weight once: the floor on memory traffic at batch 1.
+        "weight_mb_read_per_char": round(weight_bytes / 1e6, 2),
+        "implied_weight_gb_per_s": round(best_generate * weight_bytes / 1e9, 1),
+        "rounds": rounds,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The fast one-step path agrees with the model's full forward, for every cell and implementation."""
+
+import pytest
+import torch
+
+from charrnn.config import ModelConfig
+from charrnn.model import CharRNN
+from charrnn.sample import choose, filter_logits, generate
+from charrnn.stepper import Stepper
+from charrnn.vocab import Vocab
+
+VOCAB = Vocab("\n abcdefgh")
+
+
+def make_model(kind: str, impl: str, layers: int = 2) -> CharRNN:
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=len(VOCAB), model=kind, layers=layers, hidden=24, embed=8, dropout=0.2), impl=impl)
+    with torch.no_grad():  # non-zero biases everywhere, so a misplaced bias would show
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model.eval()
+
+
+@pytest.mark.parametrize("impl", ["fused", "cells"])
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_step_logits_equal_the_full_forward(kind, impl, layers):
+    model = make_model(kind, impl, layers)
+    ids = torch.randint(len(VOCAB), (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected, expected_state = model(ids)
+        prime_logits, state = model(ids[:, :4])
+        stepper = Stepper(model, state)
+        steps = [stepper.step(ids[:, t]) for t in range(4, 12)]
+    torch.testing.assert_close(prime_logits, expected[:, :4], rtol=1e-5, atol=1e-5)
+    # the logits after id t predict position t + 1: they match the forward's output at t
+    torch.testing.assert_close(torch.stack(steps, dim=1), expected[:, 4:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stepper.state, expected_state, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_a_fresh_stepper_starts_from_the_zero_state(kind):
+    model = make_model(kind, "fused")
+    ids = torch.tensor([[1, 5, 2, 7]])
+    with torch.inference_mode():
+        expected, _ = model(ids)
+        stepper = Stepper(model)
+        steps = [stepper.step(ids[:, t]) for t in range(4)]
+    torch.testing.assert_close(torch.stack(steps, dim=1), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_repeated_state_gives_every_sample_the_prime():
+    model = make_model("lstm", "fused")
+    prime = torch.tensor([[3, 1, 4]])
+    with torch.inference_mode():
+        _, state = model(prime)
+        stepper = Stepper(model, state)
+        stepper.repeat(5)
+        logits = stepper.step(torch.full((5,), 2))
+        expected, _ = model(torch.tensor([[3, 1, 4, 2]]))
+    torch.testing.assert_close(logits, expected[:, -1].expand(5, -1), rtol=1e-5, atol=1e-5)
+
+
+def sample_texts(model, **options):
+    return ["".join(chars) for chars in zip(*generate(model, VOCAB, **options))]
+
+
+@pytest.mark.parametrize("impl", ["fused", "cells"])
+def test_same_seed_same_text_for_both_implementations(impl):
+    model = make_model("gru", impl)
+    first = sample_texts(model, prime="ab", length=40, seed=3, num_samples=4, top_k=5, temperature=0.8)
+    assert first == sample_texts(model, prime="ab", length=40, seed=3, num_samples=4, top_k=5, temperature=0.8)
+    assert first == sample_texts(make_model("gru", "cells" if impl == "fused" else "fused"),
+                                 prime="ab", length=40, seed=3, num_samples=4, top_k=5, temperature=0.8)
+    assert len(set(first)) > 1  # one batch, yet independent samples
+
+
+def test_greedy_matches_rerunning_the_prefix():
+    model = make_model("lstm", "fused")
+    generated = sample_texts(model, prime="ab", length=15, temperature=0.0)[0]
+    context = "ab"
+    for char in generated:
+        with torch.inference_mode():
+            logits, _ = model(torch.from_numpy(VOCAB.encode(context)).unsqueeze(0))
+        assert VOCAB.chars[int(logits[0, -1].argmax())] == char
+        context += char
+
+
+@pytest.mark.parametrize("top_k, top_p", [(None, None), (3, None), (None, 0.6)])
+def test_choose_draws_exactly_what_multinomial_draws(top_k, top_p):
+    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(0)) * 2
+    for seed in range(50):
+        chosen = choose(logits, 0.7, top_k, top_p, torch.Generator().manual_seed(seed))
+        probabilities = torch.softmax(filter_logits(logits / 0.7, top_k, top_p), dim=-1)
+        expected = torch.multinomial(probabilities, 1, generator=torch.Generator().manual_seed(seed)).squeeze(-1)
+        assert torch.equal(chosen, expected)
