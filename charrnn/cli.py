@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from charrnn import checkpoint, corpora, distributed
+from charrnn import checkpoint, corpora, distributed, finetune
 from charrnn.config import ModelConfig, TrainConfig, from_dict, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus, split
 from charrnn.device import pick_device
@@ -95,11 +95,15 @@ def train(
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")] = False,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune: start from this checkpoint or run directory (its shape; new characters are added).")] = None,
 ):
     """Train a model on a corpus; checkpoints and metrics go to the run directory."""
     corpus = corpus or []
     fetch_named_corpora(corpus, quiet)
-    model_config = ModelConfig(**given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout))
+    shape = given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
+    # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
+    init = finetune.load_init(init_from) if init_from is not None and not resume else None
+    model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
         schedule_steps=schedule_steps, time_budget=parse_duration(time) if time is not None else None, val_fraction=val_fraction,
@@ -112,7 +116,7 @@ def train(
     try:
         with distributed.stopped_peers(out):
             trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
-                              encoding=encoding, errors=errors)
+                              encoding=encoding, errors=errors, init=init)
             summary = trainer.run()
         distributed.finish()
     finally:
@@ -230,6 +234,7 @@ def info(
         "backend": payload.get("backend"),
         "precision": payload.get("precision"),
         "val_loss": payload.get("val_loss"),
+        "init_from": payload.get("init_from") if as_json else finetune.describe(payload.get("init_from")),
     }
     with product_output():
         if as_json:

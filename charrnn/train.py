@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, distributed
+from charrnn import checkpoint, distributed, finetune
 from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.data import Corpus, evaluation_windows, load_corpus, split, training_windows
 from charrnn.device import autocast, backend_name, pick_device, resolve_precision
@@ -162,7 +162,7 @@ class Trainer:
 
     def __init__(self, corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig,
                  out_dir: Path, resume: bool = False, force: bool = False, reporter: Optional[Reporter] = None,
-                 encoding: str = "utf-8", errors: str = "strict"):
+                 encoding: str = "utf-8", errors: str = "strict", init: Optional[dict] = None):
         self.reporter = reporter or Reporter(quiet=True)
         self.out_dir = Path(out_dir)
         # Under torchrun, one process per rank; only rank 0 speaks and touches the run directory.
@@ -188,7 +188,13 @@ class Trainer:
         self.device = self.group.device
         self.precision = resolve_precision(train_config.precision, self.device)
 
-        self.corpus = load_corpus(corpus_args, encoding, errors)
+        # A fine-tuned run (--init-from) grows the starting checkpoint's vocabulary; on resume, last.pt says which.
+        self.init_from = saved.get("init_from") if saved is not None else (finetune.init_record(init) if init else None)
+        if self.init_from is not None:
+            base_chars = init["vocab"] if saved is None else saved["vocab"][: self.init_from["vocab_size"]]
+            self.corpus = finetune.load_extended_corpus(corpus_args, base_chars, encoding, errors)
+        else:
+            self.corpus = load_corpus(corpus_args, encoding, errors)
         self.encoding, self.errors = encoding, errors
         if saved is not None and self.corpus.vocab.chars != saved["vocab"]:
             raise CharRNNError(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
@@ -216,6 +222,9 @@ class Trainer:
             hidden, rng = self.group.resumed_share(saved)
             self.state = state_to(hidden, self.device)
             restore_rng_states(rng, self.device)
+        elif init is not None:
+            finetune.start_from(self.model, init, train_ids, self.device)
+            self.reporter.log(finetune.starting_line(self.init_from, len(self.corpus.vocab)))
         self.backend = backend_name(self.device, train_config.impl)
         self.network = self.group.wrap(self.model)  # DDP under torchrun: gradients averaged over the ranks
 
@@ -243,6 +252,7 @@ class Trainer:
             "backend": self.backend,
             "precision": self.precision,
             "history": list(self.progress.history),
+            "init_from": self.init_from,
         }
 
     def save_last(self, val_loss: Optional[float]) -> None:

@@ -24,7 +24,11 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 class Vocab:
-    """The sorted characters a model knows; a character's id is its index."""
+    """The characters a model knows; a character's id is its index.
+
+    Built from a corpus they are sorted; a fine-tuned model's vocabulary appends new characters
+    after the old ones so that old ids stay put, so nothing here may assume sorted order.
+    """
 
     def __init__(self, chars: str):
         if not chars:
