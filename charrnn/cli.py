@@ -23,6 +23,7 @@ from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
 from charrnn.sample import check_prime, generate, validate_sampling
 from charrnn.train import Trainer, TrainingInterrupted, free_run_directory
+from charrnn import plot as plot_lib
 from charrnn import viz as viz_lib
 from charrnn.vocab import Vocab
 
@@ -212,10 +213,14 @@ def evaluate(
 def info(
     checkpoint_arg: CheckpointOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the training curve as an image (needs matplotlib: pip install 'charrnn[plot]').")] = None,
 ):
-    """What a checkpoint holds: model, size, vocabulary, training."""
+    """What a checkpoint holds: model, size, vocabulary, training, and the training curve."""
     path = checkpoint.resolve_checkpoint(checkpoint_arg)
     payload = checkpoint.load_checkpoint(path)
+    history = plot_lib.read_history(path, payload)
+    if plot is not None:
+        plot_lib.save_plot(history, plot, title=f"{payload.get('corpus')}: {path}")
     model_config = from_dict(ModelConfig, payload["model_config"])
     parameters = sum(t.numel() for t in payload["model"].values())
     details = {
@@ -227,6 +232,7 @@ def info(
         "dropout": model_config.dropout,
         "parameters": parameters,
         "vocab_size": len(payload["vocab"]),
+        "vocab_preview": repr(payload["vocab"][:48]) + (" ..." if len(payload["vocab"]) > 48 else ""),
         "corpus": payload.get("corpus"),
         "steps": payload.get("step"),
         "elapsed_s": payload.get("elapsed"),
@@ -234,14 +240,17 @@ def info(
         "backend": payload.get("backend"),
         "precision": payload.get("precision"),
         "val_loss": payload.get("val_loss"),
+        "best_val_loss": min((row["val_loss"] for row in history if row.get("val_loss") is not None), default=None),
         "init_from": payload.get("init_from") if as_json else finetune.describe(payload.get("init_from")),
     }
     with product_output():
         if as_json:
-            print(json.dumps(details))
+            print(json.dumps({**details, "history": history}))
         else:
             for key, value in details.items():
-                print(f"{key:12} {value}")
+                print(f"{key:14} {value}")
+            print()
+            print(plot_lib.terminal_curve(history))
 
 
 @app.command()

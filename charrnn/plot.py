@@ -1,0 +1,96 @@
+"""The training curve: train and val loss against steps, drawn in the terminal or saved as an image."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+from charrnn.errors import CharRNNError
+
+METRICS = "metrics.jsonl"
+
+
+def read_history(checkpoint_path: Path, payload: dict) -> list[dict]:
+    """The run's metrics.jsonl beside the checkpoint (the whole run), else the history the checkpoint holds."""
+    metrics = Path(checkpoint_path).parent / METRICS
+    history = payload.get("history") or []
+    if metrics.is_file():
+        try:
+            rows = [json.loads(line) for line in metrics.read_text("utf-8").splitlines() if line.strip()]
+            if len(rows) >= len(history):
+                return rows
+        except (OSError, ValueError):
+            pass
+    return list(history)
+
+
+def series(history: list[dict], key: str) -> list[tuple[float, float]]:
+    return [(row["step"], row[key]) for row in history
+            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) and "step" in row]
+
+
+def terminal_curve(history: list[dict], width: int = 64, height: int = 12) -> str:
+    """A plain-text plot: `.` train loss, `o` val loss (`*` where both fall), steps across, loss up."""
+    train, val = series(history, "train_loss"), series(history, "val_loss")
+    points = train + val
+    if not points:
+        return "(no training history to plot)"
+    steps = [s for s, _ in points]
+    losses = [v for _, v in points]
+    low_step, high_step = min(steps), max(steps)
+    low, high = min(losses), max(losses)
+    if high == low:
+        high = low + 1e-9
+    grid = [[" "] * width for _ in range(height)]
+
+    def place(step: float, loss: float, mark: str) -> None:
+        column = 0 if high_step == low_step else round((step - low_step) / (high_step - low_step) * (width - 1))
+        row = height - 1 - round((loss - low) / (high - low) * (height - 1))
+        grid[row][column] = "*" if grid[row][column] not in (" ", mark) else mark
+
+    for step, loss in train:
+        place(step, loss, ".")
+    for step, loss in val:
+        place(step, loss, "o")
+    label_width = 7
+    lines = []
+    for index, row in enumerate(grid):
+        label = f"{high:.3f}" if index == 0 else f"{low:.3f}" if index == height - 1 else ""
+        lines.append(f"{label:>{label_width}} |{''.join(row)}")
+    lines.append(" " * label_width + " +" + "-" * width)
+    left, right = f"step {low_step:g}", f"{high_step:g}"
+    lines.append(" " * (label_width + 2) + left + right.rjust(width - len(left)))
+    lines.append(" " * (label_width + 2) + "loss in nats/char: . train  o val  * both")
+    return "\n".join(lines)
+
+
+def save_plot(history: list[dict], path: Path, title: Optional[str] = None) -> None:
+    """Write the curve as an image (any format matplotlib knows, from the file's extension)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CharRNNError("--plot needs matplotlib, an optional extra: pip install 'charrnn[plot]' (or pip install matplotlib)") from None
+    train, val = series(history, "train_loss"), series(history, "val_loss")
+    if not train and not val:
+        raise CharRNNError("this checkpoint has no training history to plot")
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)
+    for points, label in ((train, "train"), (val, "val")):
+        if points:
+            axes.plot(*zip(*points), marker="o" if label == "val" else None, markersize=3, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats/char)")
+    axes.set_title(title or "training curve")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    except (OSError, ValueError) as error:
+        raise CharRNNError(f"cannot write the plot to {path}: {error}") from None
+    finally:
+        plt.close(figure)

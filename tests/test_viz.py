@@ -1,0 +1,75 @@
+"""viz: activations from the written-out cells, feature finders, terminal / HTML / JSON output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from charrnn import viz
+from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
+from charrnn.errors import CharRNNError
+from charrnn.model import model_from_checkpoint
+from charrnn.score import score_batch
+from charrnn.vocab import Vocab
+from conftest import ENGLISH
+
+TEXT = ENGLISH[:200]
+
+
+@pytest.fixture(scope="module")
+def payload(tiny_run):
+    return load_checkpoint(resolve_checkpoint(str(tiny_run)))
+
+
+def test_trace_shapes_and_surprise_match_the_fused_model(payload):
+    trace = viz.trace_text(payload, TEXT)
+    assert set(trace.kinds) == {"hidden", "cell", "input_gate", "forget_gate", "output_gate", "candidate"}
+    assert all(values.shape == (len(TEXT), 32) for values in trace.activations.values())
+    # Surprise summed over a line and its newline is what `score` reports for that line, from the fused kernel.
+    line = TEXT.split("\n")[0]
+    fused = score_batch(model_from_checkpoint(payload), Vocab(payload["vocab"]), [line], device=__import__("torch").device("cpu"))[0]
+    assert abs(trace.surprise[: len(line) + 1].sum() - fused.nats / np.log(2)) < 1e-3
+
+
+def test_features():
+    text = 'ab "c(d)" e\nfg'
+    assert viz.line_position(text).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1]
+    assert viz.inside_quotes(text).tolist()[2:9] == [0, 1, 1, 1, 1, 1, 0]
+    assert viz.bracket_depth(text).tolist()[4:8] == [0, 1, 1, 0]
+    assert viz.word_position("ab cd").tolist() == [1, 2, 0, 1, 2]
+    with pytest.raises(CharRNNError, match="constant"):
+        viz.feature_values("quotes", "no quotes here")
+    with pytest.raises(CharRNNError, match="choose one of"):
+        viz.feature_values("sentiment", "x")
+
+
+def test_rank_units_finds_a_planted_unit():
+    rng = np.random.default_rng(0)
+    feature = viz.line_position(TEXT)
+    noise = rng.normal(size=(len(TEXT), 8))
+    noise[:, 5] = -0.5 * feature + rng.normal(scale=0.1, size=len(TEXT))
+    trace = viz.Trace(TEXT, {(0, "hidden"): noise}, np.zeros(len(TEXT)), layers=1, kinds=["hidden"])
+    best = viz.rank_units(trace, feature, top=3)[0]
+    assert (best.layer, best.kind, best.index) == (0, "hidden", 5) and best.correlation < -0.95
+
+
+def test_cli_find_json_and_html(cli, tiny_run):
+    result = cli("viz", "-c", tiny_run, "--find", "line-position", "--json", "--html", "page.html", input=TEXT)
+    record = json.loads(result.stdout)
+    assert record["text"] == TEXT and len(record["values"]) == len(TEXT)
+    assert abs(record["ranking"][0]["correlation"]) >= abs(record["ranking"][-1]["correlation"])
+    page = (cli.cwd / "page.html").read_text("utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "line-position" in page and "<script" not in page
+
+
+def test_cli_terminal_surprise_and_errors(cli, tiny_run):
+    shown = cli("viz", "-c", tiny_run, "--text", "All:\nSpeak.", "--surprise")
+    assert "surprise" in shown.stdout and "Speak." in shown.stdout
+    unit = cli("viz", "-c", tiny_run, "--text", "All:", "--kind", "forget_gate", "--unit", "3", "--layer", "0")
+    assert unit.stdout.startswith("layer 0 forget_gate unit 3")
+    bad = cli("viz", "-c", tiny_run, "--text", "All:", "--unit", "99", check_rc=1)
+    assert bad.stderr.startswith("charrnn: error: --unit") and len(bad.stderr.splitlines()) == 1
+    unknown = cli("viz", "-c", tiny_run, "--text", "\u00e9", check_rc=1)
+    assert "never saw" in unknown.stderr
