@@ -7,6 +7,7 @@ copied unchanged, so everything the model knew still works.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -17,7 +18,7 @@ from charrnn.config import ModelConfig, from_dict
 from charrnn.data import Corpus, load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.vocab import Vocab
+from charrnn.vocab import Vocab, code_points
 
 SHAPE_FLAGS = ("model", "layers", "hidden", "embed")
 CALIBRATION_CHARS = 4096  # contexts from the new text over which new characters' odds are set
@@ -71,8 +72,12 @@ def load_extended_corpus(corpus_args: list[str], base_chars: str, encoding: str,
     vocab = merged_vocab(base_chars, corpus.vocab.chars)
     if vocab.chars == corpus.vocab.chars:
         return corpus
-    # A second encode rather than an id remap: it streams, and the encoding cache keeps it for next time.
-    return load_corpus(corpus_args, encoding, errors, vocab=vocab)
+    # Remap the ids rather than encode again: stdin cannot be read twice.
+    new_ids = vocab.lookup(code_points(corpus.vocab.chars)).astype(vocab.dtype)
+    ids = np.empty(len(corpus.ids), dtype=vocab.dtype)
+    for start in range(0, len(ids), COUNT_CHUNK):
+        ids[start : start + COUNT_CHUNK] = new_ids[np.asarray(corpus.ids[start : start + COUNT_CHUNK])]
+    return replace(corpus, ids=ids, vocab=vocab)
 
 
 def grown_weights(state: dict, vocab_size: int) -> dict:

@@ -1,5 +1,6 @@
 """Fine-tuning (--init-from): old ids and rows stay put, new characters are added, and it beats a fresh start."""
 
+import io
 import json
 import math
 
@@ -100,3 +101,12 @@ def test_conflicting_shape_flag_and_missing_checkpoint_are_clear_errors(cli, cor
     assert "--hidden 64 conflicts" in result.stderr and "Traceback" not in result.stderr
     missing = cli("train", corpus_file, "--init-from", "nowhere.pt", "--steps", "2", "-o", "tuned2", check_rc=1)
     assert "nowhere.pt" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_extended_corpus_keeps_the_text_and_reads_stdin_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
+    text = "ab 가 ba\n나"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+    corpus = finetune.load_extended_corpus(["-"], "\n abc", "utf-8", "strict")
+    assert corpus.vocab.chars == "\n abc가나"
+    assert corpus.vocab.decode(corpus.ids) == text
