@@ -147,6 +147,8 @@ def correlations(activations: np.ndarray, feature: np.ndarray) -> np.ndarray:
 
 def rank_units(trace: Trace, feature: np.ndarray, top: int = 5) -> list[Unit]:
     """The units, over every layer and kind, whose activation tracks the feature best (largest |r|)."""
+    if top < 1:
+        raise CharRNNError(f"--top must be at least 1 (got {top})")
     found = []
     for (layer, kind), values in trace.activations.items():
         r = correlations(values.astype(np.float64), feature)
