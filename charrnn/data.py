@@ -18,7 +18,7 @@ import torch
 
 from charrnn import corpora
 from charrnn.errors import CharRNNError
-from charrnn.vocab import UNKNOWN, Vocab, code_points
+from charrnn.vocab import UNKNOWN, Vocab, code_points, id_dtype
 
 CHUNK_BYTES = 8 << 20
 BUILTIN_NAME = "python-stdlib"
@@ -158,23 +158,51 @@ def point_chunks(sources: list[Source], encoding: str, errors: str) -> Iterator[
                 yield code_points(text)
 
 
+def size_hint(sources: list[Source]) -> int:
+    """Bytes in the files: at most that many characters in any byte-per-character-or-more encoding."""
+    return sum(s.path.stat().st_size for s in sources if s.path is not None)
+
+
+def encode_with_new_vocab(chunks: Iterator[np.ndarray], capacity: int) -> tuple[np.ndarray, Vocab]:
+    """One pass: each character gets an id in order of first appearance, renumbered to the sorted vocabulary at the end.
+
+    The ids go straight into one array of the smallest integer type that holds them (1 byte a
+    character below 257 distinct characters), sized from `capacity` and grown if it runs out.
+    """
+    first_seen = np.full(0x110000, UNKNOWN, dtype=np.int32)  # code point -> provisional id
+    seen: list[int] = []  # code points, by provisional id
+    ids = np.empty(max(capacity, 1 << 16), dtype=np.uint8)
+    count = 0
+    for points in chunks:
+        provisional = first_seen[points]
+        unseen = provisional == UNKNOWN
+        if unseen.any():
+            new = np.unique(points[unseen])
+            first_seen[new] = np.arange(len(seen), len(seen) + len(new), dtype=np.int32)
+            seen.extend(new.tolist())
+            provisional = first_seen[points]
+            if id_dtype(len(seen)) != ids.dtype:
+                ids = ids.astype(id_dtype(len(seen)))
+        if count + len(points) > len(ids):  # only when the files' size was unknown (stdin) or a wide encoding
+            ids = np.resize(ids, max(2 * len(ids), count + len(points)))
+        ids[count : count + len(points)] = provisional
+        count += len(points)
+    if count == 0:
+        raise CharRNNError("the corpus is empty; give a file with some text in it")
+    ids.resize(count, refcheck=False)  # in place: give back what the size hint over-estimated
+    vocab = Vocab.from_code_points(np.array(seen, dtype=np.uint32))
+    renumber = vocab.lookup(np.array(seen, dtype=np.uint32)).astype(ids.dtype)  # provisional id -> sorted id
+    block = CHUNK_BYTES
+    for start in range(0, count, block):  # in blocks, so the renumbering needs no second full-size array
+        ids[start : start + block] = renumber[ids[start : start + block]]
+    return ids, vocab
+
+
 def encode_sources(sources: list[Source], encoding: str, errors: str, vocab: Optional[Vocab]) -> tuple[np.ndarray, Vocab, int]:
-    """Ids for the sources' characters: two streaming passes when the vocabulary is built here."""
+    """Ids for the sources' characters, in one streaming pass; with `vocab`, unknown characters are dropped."""
     try:
         if vocab is None:
-            present = np.zeros(0x110000, dtype=bool)
-            count = 0
-            for points in point_chunks(sources, encoding, errors):
-                present[points] = True
-                count += len(points)
-            if count == 0:
-                raise CharRNNError("the corpus is empty; give a file with some text in it")
-            vocab = Vocab.from_code_points(np.flatnonzero(present))
-            ids = np.empty(count, dtype=vocab.dtype)
-            position = 0
-            for points in point_chunks(sources, encoding, errors):
-                ids[position : position + len(points)] = vocab.lookup(points)
-                position += len(points)
+            ids, vocab = encode_with_new_vocab(point_chunks(sources, encoding, errors), size_hint(sources))
             return ids, vocab, 0
         pieces, oov = [], 0
         for points in point_chunks(sources, encoding, errors):
@@ -205,7 +233,8 @@ def cache_key(sources: list[Source], encoding: str, errors: str, vocab: Optional
     files = []
     for source in sources:
         stat = source.path.stat()
-        files.append([str(source.path.resolve()), stat.st_size, stat.st_mtime_ns])
+        # ctime and inode too: a file replaced by rename (rsync -t, cp -p) may keep its size and mtime.
+        files.append([str(source.path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino])
     material = json.dumps([files, encoding, errors, vocab.chars if vocab else None])
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
