@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -83,12 +85,18 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CharRNNError(f"{path}: no such checkpoint; train one with `charrnn train` or pass -c PATH")
+    damaged = damaged_member(path)
+    if damaged is not None:
+        raise CharRNNError(f"{path}: corrupted ({damaged} does not match its checksum); "
+                           "use another checkpoint, e.g. the run's best.pt or last.pt")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = f"it would call {found.group(1)} when unpickled" if found else "it holds more than tensors and plain data"
         raise CharRNNError(
-            f"{path}: refused to load: it holds something other than plain data ({str(error).splitlines()[0][:120]}); "
-            "only load checkpoints you trust and that charrnn wrote"
+            f"{path}: refused to load: {what}, which could run code; "
+            "charrnn loads only the checkpoints it writes: use one from a source you trust"
         ) from None
     except Exception:
         raise CharRNNError(f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt") from None
@@ -101,6 +109,18 @@ def load_checkpoint(path: Path) -> dict:
             f"({FORMAT_VERSION}); upgrade charrnn"
         )
     return payload
+
+
+def damaged_member(path: Path) -> Optional[str]:
+    """The first part of the checkpoint archive whose bytes changed since it was written (CRC-32), if any.
+
+    torch.load does not check, so a flipped bit in the weights would load silently as a different model.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return None  # not a zip archive, or unreadable: torch.load says which
 
 
 def newest_run(runs_dir: Path = RUNS_DIR) -> Optional[Path]:

@@ -1,0 +1,227 @@
+"""Nothing lost: signals save and exit 130, a SIGKILL never leaves a broken checkpoint, resume is
+exact, a full or read-only disk keeps the old checkpoints, a NaN stops training, and a checkpoint
+that would run code when unpickled is refused before any of it runs."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from conftest import TINY_MODEL, charrnn_command
+
+# Dropout draws from the RNG every step, so exact resume also proves the RNG state travels in last.pt.
+EXACT = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "32", "--batch-size", "4",
+         "--dropout", "0.2", "--eval-every", "1", "--seed", "7"]
+STEP_LINE = re.compile(r"\bstep (\d+)\b")
+
+
+def start(cli, *args: str, **options) -> subprocess.Popen:
+    """`charrnn ARGS...` in the background, as the `cli` fixture would run it."""
+    options.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(charrnn_command() + [str(a) for a in args], cwd=cli.cwd, env=cli.env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **options)
+
+
+def signal_at_step(process: subprocess.Popen, step: int, number: int) -> tuple[int, str]:
+    """Send `number` once the progress log reaches `step`; the exit code and everything said on stderr."""
+    said = []
+    for line in process.stderr:
+        said.append(line)
+        found = STEP_LINE.search(line)
+        if found and int(found.group(1)) >= step:
+            process.send_signal(number)
+            break
+    rest = process.communicate(timeout=300)[1]
+    return process.returncode, "".join(said) + rest
+
+
+def weights(path: Path) -> dict:
+    return checkpoint.load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"{name} differs between {a} and {b}"
+
+
+def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_file):
+    """SIGTERM, then SIGINT on the resumed run, then a resume to the end: bitwise the same weights."""
+    total = 200  # room enough that the signals, sent near the start, land before the end
+    cli("train", corpus_file, "-o", "whole", "--steps", total, *EXACT, "-q")
+    moments = random.Random(4).sample(range(2, 25), 2)
+
+    code, said = signal_at_step(start(cli, "train", corpus_file, "-o", "parts", "--steps", total, *EXACT), moments[0], signal.SIGTERM)
+    assert code == 130, said
+    stopped = checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"]
+    assert moments[0] <= stopped < total and f"interrupted at step {stopped}" in said and "--resume" in said
+
+    code, said = signal_at_step(start(cli, "train", "--resume", "-o", "parts"), stopped + moments[1], signal.SIGINT)
+    assert code == 130, said
+    assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"] > stopped
+
+    cli("train", "--resume", "-o", "parts", "-q")  # --steps defaults to the run's own total
+    assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"] == total
+    assert_same_weights(cli.cwd / "whole" / "last.pt", cli.cwd / "parts" / "last.pt")
+    assert_same_weights(cli.cwd / "whole" / "best.pt", cli.cwd / "parts" / "best.pt")
+
+    # Extending a finished run: with --schedule-steps fixed at the final total, 100 then 200 is 200.
+    cli("train", corpus_file, "-o", "halves", "--steps", total // 2, "--schedule-steps", total, *EXACT, "-q")
+    cli("train", "--resume", "-o", "halves", "--steps", total, "-q")
+    assert_same_weights(cli.cwd / "whole" / "last.pt", cli.cwd / "halves" / "last.pt")
+
+
+def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file):
+    """Checkpoints are written every step; kill the process wherever it is, several times, and resume."""
+    run = cli.cwd / "killed"
+    moments = random.Random(11).sample([i / 100 for i in range(0, 40)], 4)
+    for attempt, delay in enumerate(moments):
+        last = run / "last.pt"
+        before = last.stat().st_mtime_ns if last.exists() else None
+        resume = ["--resume"] if attempt else []
+        process = start(cli, "train", corpus_file, *resume, "-o", run, "--steps", "100000", *TINY_MODEL,
+                        "--eval-every", "1", "-q", stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not last.exists() or last.stat().st_mtime_ns == before:  # wait until it is writing checkpoints
+            assert process.poll() is None and time.monotonic() < deadline, "training stopped on its own"
+            time.sleep(0.01)
+        time.sleep(delay)
+        process.kill()
+        process.wait(timeout=60)
+        for name in (checkpoint.BEST, checkpoint.LAST):
+            loaded = checkpoint.load_checkpoint(run / name)  # weights_only, CRC-checked
+            assert all(torch.isfinite(t).all() for t in loaded["model"].values())
+    reached = checkpoint.load_checkpoint(run / checkpoint.LAST)["step"]
+    cli("train", "--resume", "-o", run, "--steps", reached + 3, "-q")
+    assert checkpoint.load_checkpoint(run / checkpoint.LAST)["step"] == reached + 3
+    assert not list(run.glob(".*.tmp")), "a temporary file from a killed write was left behind"
+
+
+def trained_run(cli, corpus_file, name: str) -> Path:
+    cli("train", corpus_file, "-o", name, "--steps", "10", *TINY_MODEL, "-q")
+    return cli.cwd / name
+
+
+def contents(run: Path) -> dict:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.suffix == ".pt" or p.name.endswith(".tmp")}
+
+
+def test_full_disk_keeps_the_previous_checkpoints(cli, corpus_file):
+    """A file-size limit makes every checkpoint write fail, as a full disk would; it works as root too."""
+    run = trained_run(cli, corpus_file, "full")
+    before = contents(run)
+    limit = min(len(data) for data in before.values()) // 2
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(charrnn_command() + ["train", "--resume", "-o", str(run), "--steps", "30", "-q"],
+                            cwd=cli.cwd, env=cli.env, text=True, capture_output=True, timeout=300,
+                            stdin=subprocess.DEVNULL, preexec_fn=small_files)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot write" in result.stderr and "intact" in result.stderr and "--resume" in result.stderr
+    assert contents(run) == before  # the old checkpoints, byte for byte, and no temporary file left
+
+
+def make_unwritable(folder: Path) -> None:
+    """chmod for ordinary users; root ignores permissions, but not the immutable attribute."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a file system without the immutable attribute: no way to refuse writes")
+
+
+def make_writable(folder: Path) -> None:
+    if os.geteuid() != 0:
+        folder.chmod(0o755)
+    else:
+        subprocess.run([shutil.which("chattr") or "chattr", "-i", str(folder)], capture_output=True)
+
+
+def test_read_only_run_directory_is_reported_and_left_intact(cli, corpus_file):
+    run = trained_run(cli, corpus_file, "readonly")
+    before = contents(run)
+    make_unwritable(run)
+    try:
+        result = cli("train", "--resume", "-o", run, "--steps", "30", check_rc=1)
+    finally:
+        make_writable(run)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot write to the run directory" in result.stderr and "--out" in result.stderr
+    assert contents(run) == before
+
+
+POISON_AT_STEP = """
+import sys, torch
+from charrnn import cli, train
+
+real_step = train.Trainer.train_step
+
+def poisoned(self, lr):  # as if the weights had blown up: the next loss is NaN
+    if self.progress.step == 12:
+        with torch.no_grad():
+            next(self.model.parameters()).fill_(float("nan"))
+    return real_step(self, lr)
+
+train.Trainer.train_step = poisoned
+sys.argv = ["charrnn", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(cli, corpus_file):
+    result = subprocess.run([sys.executable, "-c", POISON_AT_STEP, "train", str(corpus_file), "-o", "nan",
+                             "--steps", "50", *TINY_MODEL, "--eval-every", "5", "-q"],
+                            cwd=cli.cwd, env=cli.env, text=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "loss became nan at step 13" in result.stderr and "--lr" in result.stderr
+    for name in (checkpoint.BEST, checkpoint.LAST):
+        saved = checkpoint.load_checkpoint(cli.cwd / "nan" / name)
+        assert saved["step"] == 10  # the last evaluation before the NaN, untouched
+        assert all(torch.isfinite(t).all() for t in saved["model"].values())
+
+
+class Boobytrap:
+    """Unpickling this runs code: exactly what a checkpoint from a stranger might hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+def test_checkpoint_that_would_run_code_is_refused(cli, tiny_run):
+    marker = cli.cwd / "pwned"
+    payload = torch.load(tiny_run / "best.pt", weights_only=True)
+    payload["extra"] = Boobytrap(marker)
+    torch.save(payload, cli.cwd / "evil.pt")
+    (cli.cwd / "evil").mkdir()
+    torch.save(payload, cli.cwd / "evil" / "last.pt")
+
+    sampled = cli("sample", "-c", "evil.pt", "--length", "10", check_rc=1)
+    resumed = cli("train", "--resume", "-o", "evil", "--steps", "5", check_rc=1)
+    for result in (sampled, resumed):
+        assert result.stdout == "" and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert "refused to load" in result.stderr and "trust" in result.stderr
+    assert not marker.exists(), "the checkpoint's code ran"
+
+    torch.load(cli.cwd / "evil.pt", weights_only=False)  # the trap is real: a full unpickle springs it
+    assert marker.read_text() == "pwned"

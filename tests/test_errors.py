@@ -1,0 +1,196 @@
+"""Bad input, as a user meets it: one line on stderr naming the problem and the fix, exit 1 (2 for
+usage), no traceback, nothing on disk harmed. And the shell manners: pipes, stdin, quiet, plain logs.
+
+Every bad-input case runs the `charrnn` entry point in its own process (forked from one interpreter
+that imported charrnn once, see FORKING_RUNNER); the shell-manners tests run the installed command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ENGLISH, TINY_MODEL, charrnn_command
+
+TRAIN = ["--steps", "3", *TINY_MODEL]
+
+# name: (arguments, fragments stderr must hold, exit code). "RUN" stands for a trained run directory;
+# the files named here are made by `workspace` below.
+CASES = {
+    "missing_file": (["train", "nosuch.txt", *TRAIN, "-o", "out"], ["nosuch.txt", "no such file"], 1),
+    "directory_without_text": (["train", "binaries", *TRAIN, "-o", "out"], ["binaries", "no text files"], 1),
+    "empty_corpus": (["train", "empty.txt", *TRAIN, "-o", "out"], ["empty", "some text"], 1),
+    "corpus_shorter_than_a_window": (["train", "short.txt", *TRAIN, "-o", "out"], ["too short", "3 characters", "--seq-len"], 1),
+    "not_utf8": (["train", "latin1.txt", *TRAIN, "-o", "out"], ["latin1.txt", "utf-8 at byte 10", "--encoding", "--errors replace"], 1),
+    "binary_file": (["train", "image.bin", *TRAIN, "-o", "out"], ["image.bin", "byte 4", "--encoding", "--errors replace"], 1),
+    "prime_with_unseen_characters": (["sample", "-c", "RUN", "--prime", "Hello ☃ 世"], ["prime", "'☃'", "'世'", "never saw"], 1),
+    "missing_checkpoint": (["sample", "-c", "nosuch.pt"], ["nosuch.pt", "no such checkpoint", "-c PATH"], 1),
+    "truncated_checkpoint": (["sample", "-c", "truncated.pt"], ["truncated.pt", "truncated or corrupted"], 1),
+    "corrupted_checkpoint": (["info", "-c", "corrupted.pt"], ["corrupted.pt", "corrupted (", "checksum"], 1),
+    "not_a_charrnn_checkpoint": (["eval", "-c", "foreign.pt", "corpus.txt"], ["foreign.pt", "not a charrnn checkpoint"], 1),
+    "newer_checkpoint_format": (["sample", "-c", "newer.pt"], ["newer.pt", "format 99", "upgrade charrnn"], 1),
+    "no_run_to_discover": (["sample"], ["no trained run found", "charrnn train", "-c PATH"], 1),
+    "negative_temperature": (["sample", "-c", "RUN", "--temp", "-0.5"], ["--temp", "-0.5"], 1),
+    "top_p_zero": (["sample", "-c", "RUN", "--top-p", "0"], ["--top-p", "(0, 1]"], 1),
+    "top_p_above_one": (["sample", "-c", "RUN", "--top-p", "1.5"], ["--top-p", "1.5"], 1),
+    "top_k_zero": (["sample", "-c", "RUN", "--top-k", "0"], ["--top-k", "at least 1"], 1),
+    "negative_length": (["sample", "-c", "RUN", "--length", "-1"], ["--length", "-1"], 1),
+    "zero_layers": (["train", "corpus.txt", *TRAIN, "--layers", "0", "-o", "out"], ["--layers", "at least 1"], 1),
+    "zero_hidden": (["train", "corpus.txt", *TRAIN, "--hidden", "0", "-o", "out"], ["--hidden", "at least 1"], 1),
+    "dropout_one": (["train", "corpus.txt", *TRAIN, "--dropout", "1", "-o", "out"], ["--dropout", "[0, 1)"], 1),
+    "malformed_time": (["train", "corpus.txt", "--time", "10 minutes", "-o", "out"], ["--time", "'10 minutes'", "10m"], 1),
+    "out_is_a_file": (["train", "corpus.txt", *TRAIN, "-o", "corpus.txt"], ["--out corpus.txt", "existing file", "directory"], 1),
+    "out_under_a_file": (["train", "corpus.txt", *TRAIN, "-o", "corpus.txt/run"], ["cannot write", "corpus.txt/run", "--out"], 1),
+    "unknown_option": (["train", "corpus.txt", "--stepz", "3"], ["charrnn train: error", "--stepz", "charrnn train --help"], 2),
+    "option_of_wrong_type": (["sample", "--temp", "warm"], ["charrnn sample: error", "--temp", "charrnn sample --help"], 2),
+}
+
+
+def digest(folder: Path) -> dict:
+    """Every file below `folder` and a hash of its bytes: to show that a failed command changed nothing."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "cache" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_run) -> Path:
+    """The files the cases name, next to each other in one folder."""
+    folder = tmp_path_factory.mktemp("errors")
+    (folder / "corpus.txt").write_text(ENGLISH * 20, encoding="utf-8")
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "short.txt").write_text("abc", encoding="utf-8")
+    (folder / "latin1.txt").write_bytes("Hello, caf\u00e9 au lait\n".encode("latin-1") * 20)  # 'é' is byte 10
+    (folder / "image.bin").write_bytes(b"\x89PNG\x00\x00\x00\rIHDR" * 10)
+    (folder / "binaries").mkdir()
+    (folder / "binaries" / "a.bin").write_bytes(b"\x00\x01\x02")
+    good = (tiny_run / "best.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(good[: len(good) // 2])
+    corrupted = bytearray(good)
+    corrupted[len(good) // 3 : len(good) // 3 + 64] = bytes(64)  # a zeroed stretch inside the archive
+    (folder / "corrupted.pt").write_bytes(bytes(corrupted))
+    torch.save({"weights": torch.zeros(3)}, folder / "foreign.pt")
+    newer = torch.load(tiny_run / "best.pt", weights_only=True)
+    newer["format_version"] = 99
+    torch.save(newer, folder / "newer.pt")
+    (folder / "nowhere").mkdir()  # an empty working directory: no ./runs to discover
+    return folder
+
+
+# One interpreter imports charrnn (and torch, a second or more of CPU) once, then forks a child per
+# case that runs the `charrnn` entry point with its own argv, working directory and stdin/stdout/stderr
+# files: each case is still its own process with its own exit status, at a fraction of the cost.
+FORKING_RUNNER = """
+import json, os, sys
+from charrnn.cli import main
+
+for case in json.loads(sys.stdin.read()):
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(case["cwd"])
+        for fd, name, mode in ((0, os.devnull, os.O_RDONLY), (1, case["stdout"], os.O_WRONLY | os.O_CREAT),
+                               (2, case["stderr"], os.O_WRONLY | os.O_CREAT)):
+            os.dup2(os.open(name, mode, 0o644), fd)
+        sys.argv = ["charrnn", *case["args"]]
+        code = 0
+        try:
+            main()
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def outcomes(workspace, tiny_run) -> dict:
+    """Run every case, each in its own process; check afterwards that no file was touched."""
+    env = dict(os.environ, CHARRNN_CACHE_DIR=str(workspace / "cache"), OMP_NUM_THREADS="1", NO_COLOR="1")
+    env.pop("CHARRNN_CHECKPOINT", None)
+    before = digest(workspace), digest(tiny_run)
+    logs = workspace.parent / f"{workspace.name}-logs"
+    logs.mkdir()
+    cases = [{"args": [str(tiny_run) if a == "RUN" else a for a in arguments],
+              "cwd": str(workspace / "nowhere" if name == "no_run_to_discover" else workspace),
+              "stdout": str(logs / f"{name}.out"), "stderr": str(logs / f"{name}.err")}
+             for name, (arguments, _, _) in CASES.items()]
+    runner = subprocess.run([sys.executable, "-c", FORKING_RUNNER], input=json.dumps(cases), env=env, cwd=workspace,
+                            text=True, capture_output=True, timeout=600)
+    assert runner.returncode == 0, runner.stderr
+    codes = [int(line) for line in runner.stdout.split()]
+    assert len(codes) == len(CASES), runner.stdout
+    results = {name: subprocess.CompletedProcess(case["args"], code, Path(case["stdout"]).read_text("utf-8"),
+                                                 Path(case["stderr"]).read_text("utf-8"))
+               for name, case, code in zip(CASES, cases, codes)}
+    assert (digest(workspace), digest(tiny_run)) == before, "a failed command changed files on disk"
+    return results
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gets_one_clear_line(outcomes, name):
+    _, fragments, code = CASES[name]
+    result = outcomes[name]
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("charrnn") and "error: " in lines[0], lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_sample_into_head_exits_quietly(cli, tiny_run):
+    shell = f"set -o pipefail; '{charrnn_command()[0]}' sample -c '{tiny_run}' --length 200000 --seed 1 | head -c 100"
+    result = subprocess.run(["bash", "-c", shell], cwd=cli.cwd, env=cli.env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", (result.returncode, result.stderr)
+    assert len(result.stdout) == 100
+
+
+def test_prime_from_stdin_and_eval_of_stdin(cli, tiny_run):
+    primed = cli("sample", "-c", tiny_run, "--length", "5", "--temp", "0", input="First Citizen:\n")
+    assert primed.stdout.startswith("First Citizen:\n") and primed.stderr == ""
+    piped = cli("eval", "-c", tiny_run, "-", "--json", input=ENGLISH)
+    from_file = cli("eval", "-c", tiny_run, tiny_run.parent / "corpus.txt", "--json")
+    assert '"chars": ' in piped.stdout and piped.stderr == ""
+    assert from_file.stdout != piped.stdout  # the piped text, not the run's corpus, was scored
+
+
+def test_logs_are_plain_on_a_pipe_and_quiet_is_silent(cli, corpus_file):
+    cli.env.pop("NO_COLOR")  # plain because stderr is a pipe, not because of NO_COLOR
+    logged = cli("train", corpus_file, "-o", "logged", "--steps", "10", *TINY_MODEL)
+    assert logged.stdout == "" and "step 10" in logged.stderr
+    assert "\x1b" not in logged.stderr  # no colours or cursor moves when stderr is not a terminal
+    quiet = cli("train", corpus_file, "-o", "quiet", "--steps", "10", "--quiet", *TINY_MODEL)
+    assert quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_no_color_gives_plain_logs_on_a_terminal(cli, corpus_file):
+    pty = pytest.importorskip("pty")
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(charrnn_command() + ["train", str(corpus_file), "-o", "tty", "--steps", "10", *TINY_MODEL],
+                               cwd=cli.cwd, env=dict(cli.env, NO_COLOR="1"), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    stdout, _ = process.communicate(timeout=300)
+    seen = b""
+    while True:
+        try:
+            piece = os.read(leader, 65536)
+        except OSError:  # the terminal closed: everything has been read
+            break
+        if not piece:
+            break
+        seen += piece
+    os.close(leader)
+    assert process.returncode == 0 and stdout == b""
+    assert b"step 10" in seen and b"\x1b" not in seen, seen
