@@ -26,7 +26,12 @@ Internals = dict[str, Tensor]
 
 def rnn_cell(input_projection: Tensor, hidden: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Internals]:
     """One Elman RNN step: h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
-    hidden = torch.tanh(input_projection + F.linear(hidden, weight_hh, bias_hh))
+    return rnn_update(input_projection + F.linear(hidden, weight_hh, bias_hh), hidden)
+
+
+def rnn_update(summed: Tensor, hidden: Tensor) -> tuple[Tensor, Internals]:
+    """The RNN step once input and recurrent projections are summed (W_ih x + b_ih + W_hh h + b_hh)."""
+    hidden = torch.tanh(summed)
     return hidden, {"hidden": hidden}
 
 
@@ -47,9 +52,14 @@ def lstm_cell(
     input_projection: Tensor, state: tuple[Tensor, Tensor], weight_hh: Tensor, bias_hh: Tensor
 ) -> tuple[tuple[Tensor, Tensor], Internals]:
     """One LSTM step; the rows of the weights are the gates in torch's order i, f, g, o."""
-    hidden, cell_state = state
+    hidden, _ = state
     # Every gate sees the same sum of input and recurrent projections, so add them once.
-    gate_inputs = input_projection + F.linear(hidden, weight_hh, bias_hh)
+    return lstm_update(input_projection + F.linear(hidden, weight_hh, bias_hh), state)
+
+
+def lstm_update(gate_inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, Tensor], Internals]:
+    """The LSTM step once input and recurrent projections are summed: [batch, 4H], gates i, f, g, o."""
+    _, cell_state = state
     input_i, input_f, input_g, input_o = gate_inputs.chunk(4, dim=-1)
     input_gate = torch.sigmoid(input_i)
     forget_gate = torch.sigmoid(input_f)

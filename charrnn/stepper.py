@@ -1,7 +1,8 @@
 """One character at a time through a trained CharRNN, with the state carried: what generation runs on.
 
-A step at batch size B costs one table lookup, one recurrent matmul per layer (plus the input
-matmul of the layers above the first) and the head: the least work a new character needs.
+At batch size 1 a step is memory-bound: every weight is read once per character. So a step does
+that and little else: a table lookup for the first layer's input, one matrix-vector product per
+layer, the head.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from charrnn.cells import CELLS
+from charrnn.cells import gru_cell, lstm_update, rnn_update
 from charrnn.model import CharRNN, State
+
+UPDATES = {"rnn": rnn_update, "lstm": lstm_update}
 
 
 class Stepper:
@@ -24,17 +27,23 @@ class Stepper:
     """
 
     def __init__(self, model: CharRNN, state: Optional[State] = None):
-        config = model.config
-        self.kind, self.layers = config.model, config.layers
-        self.cell = CELLS[self.kind]
+        self.kind, self.layers = model.config.model, model.config.layers
         rnn = model.rnn
-        weights = [[getattr(rnn, f"{name}_l{layer}").detach() for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                   for layer in range(self.layers)]
-        # The first layer's input projection depends only on the input character: fold the
-        # embedding into it once, a [vocab, gates * hidden] table, so a step starts with a lookup.
-        weight_ih, _, bias_ih, _ = weights[0]
-        self.input_table = F.linear(model.embedding.weight.detach(), weight_ih, bias_ih)
-        self.weights = weights
+        w_ih, w_hh, b_ih, b_hh = ([getattr(rnn, f"{name}_l{layer}").detach() for layer in range(self.layers)]
+                                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        embedding = model.embedding.weight.detach()
+        if self.kind == "gru":
+            # The reset gate scales only the recurrent part of the candidate: the two projections stay apart.
+            self.input_table = F.linear(embedding, w_ih[0], b_ih[0])
+            self.input_weights = list(zip(w_ih, b_ih))
+            self.recurrent_weights = list(zip(w_hh, b_hh))
+        else:
+            # The gates see one sum, W_ih x + b_ih + W_hh h + b_hh. The first layer's input part depends
+            # only on the character: a [vocab, gates * hidden] table, biases folded in. Above it, one
+            # matmul of [x, h] by [W_ih | W_hh]: one long matrix-vector product beats two short ones.
+            self.input_table = F.linear(embedding, w_ih[0], b_ih[0] + b_hh[0])
+            self.summed_weights = [(w_hh[0], None)] + [
+                (torch.cat([w_ih[layer], w_hh[layer]], dim=1), b_ih[layer] + b_hh[layer]) for layer in range(1, self.layers)]
         self.head_weight, self.head_bias = model.head.weight.detach(), model.head.bias.detach()
         self.states: list[State] = self._split(state) if state is not None else []
 
@@ -44,7 +53,7 @@ class Stepper:
         self.states = [(zeros, zeros) if self.kind == "lstm" else zeros for _ in range(self.layers)]
 
     def repeat(self, copies: int) -> None:
-        """Continue `copies` samples from the one carried state (a prime is read once for all of them)."""
+        """Continue `copies` samples from a carried state of batch size 1 (a prime is read once for all)."""
         self.states = [tuple(s.expand(copies, -1) for s in state) if self.kind == "lstm" else state.expand(copies, -1)
                        for state in self.states]
 
@@ -53,13 +62,22 @@ class Stepper:
         """ids [batch] -> logits [batch, vocab] for the character after them."""
         if not self.states:
             self.reset(ids.size(0))
-        projection = self.input_table[ids]
-        for layer, (weight_ih, weight_hh, bias_ih, bias_hh) in enumerate(self.weights):
-            if layer > 0:
-                projection = F.linear(hidden, weight_ih, bias_ih)
-            self.states[layer], internals = self.cell(projection, self.states[layer], weight_hh, bias_hh)
-            hidden = internals["hidden"]
-        return F.linear(hidden, self.head_weight, self.head_bias)
+        below = None  # the layer below's new hidden state
+        for layer, state in enumerate(self.states):
+            if self.kind == "gru":
+                projection = self.input_table[ids] if below is None else F.linear(below, *self.input_weights[layer])
+                state, internals = gru_cell(projection, state, *self.recurrent_weights[layer])
+            else:
+                hidden = state[0] if self.kind == "lstm" else state
+                weight, bias = self.summed_weights[layer]
+                if below is None:
+                    summed = torch.addmm(self.input_table[ids], hidden, weight.t())
+                else:
+                    summed = torch.addmm(bias, torch.cat([below, hidden], dim=1), weight.t())
+                state, internals = UPDATES[self.kind](summed, state)
+            self.states[layer] = state
+            below = internals["hidden"]
+        return F.linear(below, self.head_weight, self.head_bias)
 
     @property
     def state(self) -> State:
