@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
@@ -238,6 +240,9 @@ def stopped_peers(run_dir: Optional[Path]) -> Iterator[None]:
     except RuntimeError as error:
         if launched_world_size() <= 1 or not lost_peer(error):
             raise
+        if threading.current_thread() is threading.main_thread():
+            # torchrun is about to send SIGTERM to end the job: let this process first say why it stops.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         rank = os.environ.get("RANK", "?")
         last = Path(run_dir) / "last.pt" if run_dir else None
         then = (f"the last checkpoint, {last}, is intact: continue with --resume" if last and last.is_file()
