@@ -113,6 +113,11 @@ def main() -> None:
             (r["naive"]["wall_s"] / naive_length) / (r["generate"]["wall_s"] / args.length) for r in rounds), 2),
         f"n{args.batch}_cost_vs_one_sample": round(statistics.median(
             r[batch_name]["wall_s"] / r["generate"]["wall_s"] for r in rounds), 2),
+        # The same ratios in CPU seconds: steadier than wall time when other processes share the cores.
+        "speedup_over_naive_cpu": round(statistics.median(
+            (r["naive"]["cpu_s"] / naive_length) / (r["generate"]["cpu_s"] / args.length) for r in rounds), 2),
+        f"n{args.batch}_cpu_cost_vs_one_sample": round(statistics.median(
+            r[batch_name]["cpu_s"] / r["generate"]["cpu_s"] for r in rounds), 2),
         f"n{args.batch}_chars_per_s": round(max(args.batch * s for s in steps_per_s(batch_name, "wall_s"))),
         # Every step reads every recurrent and head weight once: the floor on memory traffic at batch 1.
         "weight_mb_read_per_char": round(weight_bytes / 1e6, 2),
