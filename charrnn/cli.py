@@ -197,8 +197,6 @@ def evaluate(
             raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
         corpus = load_corpus(sources, payload.get("encoding", "utf-8"), payload.get("errors", "strict"), vocab=vocab)
         _, ids = split(corpus.ids, train_config.val_fraction)
-    if len(ids) < 2:
-        raise CharRNNError("nothing to evaluate: the text has fewer than 2 known characters")
     nats, count = total_loss(model, evaluation_windows(ids, train_config.seq_len), device)
     result = summarize(nats, count, corpus.oov)
     with product_output():
