@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from charrnn import checkpoint, distributed, finetune
 from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, to_dict
-from charrnn.data import Corpus, evaluation_windows, load_corpus, split, training_windows
-from charrnn.device import autocast, backend_name, pick_device, resolve_precision
+from charrnn.data import evaluation_windows, load_corpus, split, training_windows
+from charrnn.device import autocast, backend_name, resolve_precision
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import total_loss
 from charrnn.model import CharRNN, detach_state
