@@ -192,8 +192,8 @@ def evaluate(
         corpus = load_corpus(files, encoding, errors, vocab=vocab)
         ids = corpus.ids
     else:
-        sources = payload.get("corpus_args") or []
-        if not sources or "-" in sources:
+        sources = payload.get("corpus_args")  # [] is the built-in corpus
+        if sources is None or "-" in sources:
             raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
         corpus = load_corpus(sources, payload.get("encoding", "utf-8"), payload.get("errors", "strict"), vocab=vocab)
         _, ids = split(corpus.ids, train_config.val_fraction)

@@ -66,3 +66,11 @@ def test_python_dash_m_works(cli):
 
     completed = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "train" in completed.stdout
+
+
+def test_built_in_corpus_trains_and_evaluates_its_own_validation_split(cli):
+    trained = cli("train", "--steps", "2", "--val-fraction", "0.01", *TINY_MODEL)
+    assert (cli.cwd / "runs" / "python-stdlib" / "best.pt").is_file()
+    assert "python-stdlib" in trained.stderr
+    evaluated = json.loads(cli("eval", "--json").stdout)
+    assert evaluated["chars"] > 1000 and evaluated["oov"] == 0
