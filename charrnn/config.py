@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
@@ -18,13 +19,34 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_TIME_BUDGET_S = 180.0
 
 
+# The model's size follows a --time budget: a bigger network learns more from each character but
+# reads fewer of them a minute, and over many passes a small corpus needs dropout. Measured with
+# benchmarks/quality.py on tiny-shakespeare on a 2-core CPU (val loss, nats/char):
+#   1 min:  1x256 1.577, 1x384 1.603        5 min: 1x256 1.532, 1x384 1.492, 2x256 1.529
+#   10 min: 1x384 1.512 (dropout 0: overfits), 1x384 dropout 0.25 1.500, 1x512 dropout 0.25 1.49
+# Each row: (budgets up to this many seconds, hidden units, dropout).
+SHAPE_BY_TIME_BUDGET = (
+    (120.0, 256, 0.0),
+    (450.0, 384, 0.0),
+    (math.inf, 512, 0.25),
+)
+
+
+def shape_for_budget(seconds: Optional[float]) -> dict:
+    """Default hidden size and dropout for a wall-time budget; none for a budget in steps."""
+    if seconds is None:
+        return {}
+    hidden, dropout = next((h, d) for limit, h, d in SHAPE_BY_TIME_BUDGET if seconds <= limit)
+    return {"hidden": hidden, "dropout": dropout}
+
+
 @dataclass
 class ModelConfig:
     """The shape of a network; stored in every checkpoint."""
 
     vocab_size: int = 0
-    # Measured at equal wall time on a 2-core CPU (benchmarks/quality.py, tiny-shakespeare): one wide
-    # layer beats two narrower ones (1x384: 1.492 nats/char after 5 min; 2x256: 1.529; 1x256: 1.532).
+    # One wide layer beats two narrower ones at equal wall time (see SHAPE_BY_TIME_BUDGET, which
+    # overrides hidden and dropout under --time); 1x384 is the size for the default 3-minute budget.
     model: str = "lstm"
     layers: int = 1
     hidden: int = 384

@@ -328,8 +328,13 @@ def training_windows(ids: np.ndarray, batch_size: int, seq_len: int) -> Windows:
     return Windows(inputs, targets, seq_len)
 
 
-def evaluation_windows(ids: np.ndarray, seq_len: int, max_streams: int = 64) -> Windows:
-    """Windows in which every character after the first is a target exactly once (the end is padded)."""
+def evaluation_windows(ids: np.ndarray, seq_len: int, max_streams: int = 16) -> Windows:
+    """Windows in which every character after the first is a target exactly once (the end is padded).
+
+    Each stream starts from the zero state, and its first characters score worse than the model can:
+    a 1x384 LSTM scored tiny-shakespeare's validation split 0.0039 nats/char worse read as 64 streams
+    than as 1, and 0.0010 worse as 16, in about the same time as 64.
+    """
     predicted = len(ids) - 1
     if predicted < 1:
         raise CharRNNError("nothing to evaluate: the text needs at least 2 characters the model knows")
