@@ -112,7 +112,8 @@ def train(
         sized = {name: value for name, value in shape_for_budget(budget).items() if name not in shape}
         if sized and not resume:
             reporter.log(f"sized for a {format_duration(budget)} budget: "
-                         + ", ".join(f"--{name} {value}" for name, value in sized.items()) + " (set them to choose)")
+                         + ", ".join(f"--{name} {value}" for name, value in sized.items())
+                         + f" (set {', '.join(f'--{name}' for name in sized)} to choose)")
         model_config = ModelConfig(**{**sized, **shape})
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
