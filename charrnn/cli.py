@@ -14,7 +14,7 @@ import typer
 from typing_extensions import Annotated
 
 from charrnn import checkpoint, corpora, distributed, finetune
-from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, parse_duration, shape_for_budget
+from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, parse_duration, hidden_for_budget
 from charrnn.data import corpus_name, evaluation_windows, load_corpus, split
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError
@@ -105,16 +105,11 @@ def train(
     # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
     init = finetune.load_init(init_from) if init_from is not None and not resume else None
     reporter = Reporter(quiet=quiet or not distributed.is_main())  # under torchrun, rank 0 speaks
-    if init is not None:
-        model_config = finetune.model_config(init, shape)
-    else:
-        budget = parse_duration(time) if time is not None else (DEFAULT_TIME_BUDGET_S if steps is None else None)
-        sized = {name: value for name, value in shape_for_budget(budget).items() if name not in shape}
-        if sized and not resume:
-            reporter.log(f"sized for a {format_duration(budget)} budget: "
-                         + ", ".join(f"--{name} {value}" for name, value in sized.items())
-                         + f" (set {', '.join(f'--{name}' for name in sized)} to choose)")
-        model_config = ModelConfig(**{**sized, **shape})
+    budget = parse_duration(time) if time is not None else (DEFAULT_TIME_BUDGET_S if steps is None else None)
+    if hidden is None and budget is not None and init is None and not resume:
+        shape["hidden"] = hidden_for_budget(budget)
+        reporter.log(f"sized for a {format_duration(budget)} budget: --hidden {shape['hidden']} (set --hidden to choose)")
+    model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
         schedule_steps=schedule_steps, time_budget=parse_duration(time) if time is not None else None, val_fraction=val_fraction,

@@ -35,11 +35,9 @@ HIDDEN_BY_TIME_BUDGET = (
 )
 
 
-def shape_for_budget(seconds: Optional[float]) -> dict:
-    """The default hidden size for a wall-time budget; none for a budget in steps."""
-    if seconds is None:
-        return {}
-    return {"hidden": next(hidden for limit, hidden in HIDDEN_BY_TIME_BUDGET if seconds <= limit)}
+def hidden_for_budget(seconds: float) -> int:
+    """The default hidden size for a wall-time budget (a budget in steps keeps ModelConfig's)."""
+    return next(hidden for limit, hidden in HIDDEN_BY_TIME_BUDGET if seconds <= limit)
 
 
 @dataclass
