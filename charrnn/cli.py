@@ -104,24 +104,27 @@ def train(
     shape = given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
     # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
     init = finetune.load_init(init_from) if init_from is not None and not resume else None
-    reporter = Reporter(quiet=quiet or not distributed.is_main())  # under torchrun, rank 0 speaks
-    budget = parse_duration(time) if time is not None else (DEFAULT_TIME_BUDGET_S if steps is None else None)
-    if hidden is None and budget is not None and init is None and not resume:
+    time_budget = parse_duration(time) if time is not None else None
+    budget = time_budget if time_budget is not None else (DEFAULT_TIME_BUDGET_S if steps is None else None)
+    sized = hidden is None and budget is not None and init is None and not resume
+    if sized:
         shape["hidden"] = hidden_for_budget(budget)
-        reporter.log(f"sized for a {format_duration(budget)} budget: --hidden {shape['hidden']} (set --hidden to choose)")
     model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
-        schedule_steps=schedule_steps, time_budget=parse_duration(time) if time is not None else None, val_fraction=val_fraction,
+        schedule_steps=schedule_steps, time_budget=time_budget, val_fraction=val_fraction,
         eval_every=eval_every, device=device, impl=impl, precision=precision))
     if out is None:
         if resume:
             raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
         out = free_run_directory(checkpoint.RUNS_DIR / corpus_name(corpus))
+    reporter = Reporter(quiet=quiet or not distributed.is_main())  # under torchrun, rank 0 speaks
     try:
         with distributed.stopped_peers(out):
             trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
                               encoding=encoding, errors=errors, init=init)
+            if sized:  # said once the corpus has loaded, so that bad input gets its one error line alone
+                reporter.log(f"sized for a {format_duration(budget)} budget: --hidden {shape['hidden']} (set --hidden to choose)")
             summary = trainer.run()
         distributed.finish()
     finally:

@@ -86,5 +86,9 @@ def test_model_size_follows_a_time_budget(cli, corpus_file):
     assert "sized for" not in chosen.stderr
     assert json.loads(cli("info", "-c", "chosen", "--json").stdout)["hidden"] == 24
 
+    (cli.cwd / "latin1.txt").write_bytes(b"caf\xe9\n" * 50)
+    refused = cli("train", "latin1.txt", "--time", "1s", "-o", "bad", check_rc=1)
+    assert len(refused.stderr.splitlines()) == 1  # the error alone, no sizing line before it
+
     by_steps = cli("train", corpus_file, "--steps", "1", "-o", "steps", *small)
     assert "sized for" not in by_steps.stderr  # a budget in steps keeps the fixed defaults
