@@ -1,15 +1,17 @@
 """Sampling speed: charrnn's generation against a naive loop, as JSON.
 
 The model is an LSTM (default 2x512, vocabulary 65) with random weights: speed does not depend on
-what the weights say. Three loops, interleaved over `--repeats` rounds so that a shared machine's
+what the weights say. Five loops, interleaved over `--repeats` rounds so that a shared machine's
 noise hits them alike; the ratios within a round are the figures to compare:
 
-- naive: `model(ids, state)` for every new character (torch's fused nn.LSTM at T=1), softmax, multinomial;
-- generate: `charrnn.sample.generate`, batch 1 (what `charrnn sample` runs);
-- generate -n 16: the same, 16 samples in one batch; its cost relative to one sample.
+- naive: `model(ids, state)` for every new character (torch's own nn.LSTM kernel at T=1), softmax, multinomial;
+- naive_onednn: the same on torch's default CPU path, oneDNN, which is far slower one character at a time;
+- generate: `charrnn.sample.generate`, batch 1 (what `charrnn sample` runs: fp16 weights on x86 CPUs);
+- generate_fp32: the same with fp32 weights (`--precision fp32`), when the default is fp16;
+- generate -n 16: the default, 16 samples in one batch; its cost relative to one sample.
 
     python benchmarks/sampling.py                      # ~1 minute on 2 quiet cores
-    python benchmarks/sampling.py --length 200 --repeats 3 --threads 1
+    python benchmarks/sampling.py --length 200 --repeats 3 --threads 2
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,23 +32,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
+from charrnn.stepper import resolve_weight_precision  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 VOCAB = Vocab("".join(chr(c) for c in range(32, 32 + 64)) + "\n")  # 65 characters, like tiny-shakespeare's
 
 
 @torch.inference_mode()
-def naive_loop(model: CharRNN, length: int, seed: int) -> None:
-    """The textbook loop: the whole model called once per character."""
+def naive_loop(model: CharRNN, length: int, seed: int, onednn: bool = False) -> None:
+    """The textbook loop: the whole model called once per character.
+
+    On the CPU, torch's default for nn.LSTM is oneDNN, whose per-call set-up makes a one-character
+    call about ten times slower than torch's own kernel: `onednn=False` is the fair baseline.
+    """
     generator = torch.Generator().manual_seed(seed)
     ids, state = torch.zeros(1, 1, dtype=torch.long), None
-    for _ in range(length):
-        logits, state = model(ids, state)
-        ids = torch.multinomial(torch.softmax(logits[:, -1], dim=-1), 1, generator=generator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mkldnn.flags() warns about TF32 on Intel GPUs
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            for _ in range(length):
+                logits, state = model(ids, state)
+                ids = torch.multinomial(torch.softmax(logits[:, -1], dim=-1), 1, generator=generator)
 
 
-def charrnn_loop(model: CharRNN, length: int, seed: int, num_samples: int) -> None:
-    for _ in generate(model, VOCAB, length=length, seed=seed, num_samples=num_samples):
+def charrnn_loop(model: CharRNN, length: int, seed: int, num_samples: int, precision: str = "auto") -> None:
+    for _ in generate(model, VOCAB, length=length, seed=seed, num_samples=num_samples, precision=precision):
         pass
 
 
@@ -65,7 +76,7 @@ def main() -> None:
     parser.add_argument("--naive-length", type=int, default=None, help="characters for the naive loop (default: --length)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--batch", type=int, default=16, help="the -n to compare with one sample")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as charrnn sample runs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,13 +87,17 @@ def main() -> None:
     model = CharRNN(config).eval()
     loops = {
         "naive": (naive_length, lambda: naive_loop(model, naive_length, seed=1)),
+        "naive_onednn": (naive_length, lambda: naive_loop(model, naive_length, seed=1, onednn=True)),
         "generate": (args.length, lambda: charrnn_loop(model, args.length, seed=1, num_samples=1)),
+        "generate_fp32": (args.length, lambda: charrnn_loop(model, args.length, seed=1, num_samples=1, precision="fp32")),
         f"generate_n{args.batch}": (args.length, lambda: charrnn_loop(model, args.length, seed=1, num_samples=args.batch)),
     }
     # Warm-up: allocator, oneDNN primitives, caches.
     naive_loop(model, 20, seed=0)
-    for num_samples in (1, args.batch):
-        charrnn_loop(model, 20, seed=0, num_samples=num_samples)
+    naive_loop(model, 20, seed=0, onednn=True)
+    for precision in ("auto", "fp32"):
+        for num_samples in (1, args.batch):
+            charrnn_loop(model, 20, seed=0, num_samples=num_samples, precision=precision)
     rounds = []
     for _ in range(args.repeats):
         rounds.append({name: timed(run) for name, (_, run) in loops.items()})
@@ -92,7 +107,8 @@ def main() -> None:
         return [length / r[name][clock] for r in rounds]
 
     batch_name = f"generate_n{args.batch}"
-    weight_bytes = sum(p.numel() * p.element_size() for name, p in model.named_parameters() if name != "embedding.weight")
+    weights = resolve_weight_precision("auto", torch.device("cpu"))
+    weight_bytes = sum(p.numel() * (2 if weights == "fp16" else 4) for name, p in model.named_parameters() if name != "embedding.weight")
     best_generate = max(steps_per_s("generate", "wall_s"))
     result = {
         "model": f"{args.model} {args.layers}x{args.hidden}, embed {args.embed}, vocab {len(VOCAB)}",
@@ -104,8 +120,14 @@ def main() -> None:
         "repeats": args.repeats,
         # chars/s: the best round (least disturbed by other processes) and the median one.
         "batch1_chars_per_s": {"best": round(best_generate), "median": round(statistics.median(steps_per_s("generate", "wall_s")))},
+        "batch1_fp32_weights_chars_per_s": {"best": round(max(steps_per_s("generate_fp32", "wall_s"))),
+                                            "median": round(statistics.median(steps_per_s("generate_fp32", "wall_s")))},
+        "weights": weights,
+        "speedup_over_fp32_weights": round(statistics.median(
+            r["generate_fp32"]["wall_s"] / r["generate"]["wall_s"] for r in rounds), 2),
         "naive_chars_per_s": {"best": round(max(steps_per_s("naive", "wall_s"))),
                               "median": round(statistics.median(steps_per_s("naive", "wall_s")))},
+        "naive_onednn_chars_per_s": round(max(steps_per_s("naive_onednn", "wall_s"))),
         "batch1_chars_per_cpu_s": round(max(steps_per_s("generate", "cpu_s"))),
         "naive_chars_per_cpu_s": round(max(steps_per_s("naive", "cpu_s"))),
         # Ratios within each round, then their median: robust to a machine whose load changes.

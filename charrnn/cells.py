@@ -37,10 +37,15 @@ def rnn_update(summed: Tensor, hidden: Tensor) -> tuple[Tensor, Internals]:
 
 def gru_cell(input_projection: Tensor, hidden: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Internals]:
     """One GRU step (torch's / cuDNN's variant: the reset gate scales W_hn h + b_hn)."""
+    return gru_update(input_projection, F.linear(hidden, weight_hh, bias_hh), hidden)
+
+
+def gru_update(input_projection: Tensor, recurrent_projection: Tensor, hidden: Tensor) -> tuple[Tensor, Internals]:
+    """The GRU step given W_ih x + b_ih and W_hh h + b_hh, each [batch, 3H] in the order r, z, n."""
     input_r, input_z, input_n = input_projection.chunk(3, dim=-1)
-    # The recurrent projection is kept apart from the input's, not summed: the reset
-    # gate acts on the recurrent part of the candidate only.
-    recurrent_r, recurrent_z, recurrent_n = F.linear(hidden, weight_hh, bias_hh).chunk(3, dim=-1)
+    # The two projections are kept apart, not summed: the reset gate acts on the recurrent part
+    # of the candidate only.
+    recurrent_r, recurrent_z, recurrent_n = recurrent_projection.chunk(3, dim=-1)
     reset_gate = torch.sigmoid(input_r + recurrent_r)
     update_gate = torch.sigmoid(input_z + recurrent_z)
     candidate = torch.tanh(input_n + reset_gate * recurrent_n)
@@ -60,12 +65,12 @@ def lstm_cell(
 def lstm_update(gate_inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, Tensor], Internals]:
     """The LSTM step once input and recurrent projections are summed: [batch, 4H], gates i, f, g, o."""
     _, cell_state = state
-    input_i, input_f, input_g, input_o = gate_inputs.chunk(4, dim=-1)
-    input_gate = torch.sigmoid(input_i)
-    forget_gate = torch.sigmoid(input_f)
-    candidate = torch.tanh(input_g)
-    output_gate = torch.sigmoid(input_o)
-    cell_state = forget_gate * cell_state + input_gate * candidate
+    # One sigmoid over all four blocks and one tanh over g's: fewer calls matter when a step is a
+    # few microseconds each (generation at batch 1). The sigmoid of g's block is computed, unused.
+    input_gate, forget_gate, _, output_gate = torch.sigmoid(gate_inputs).chunk(4, dim=-1)
+    hidden_size = cell_state.size(-1)
+    candidate = torch.tanh(gate_inputs.narrow(-1, 2 * hidden_size, hidden_size))
+    cell_state = torch.addcmul(forget_gate * cell_state, input_gate, candidate)
     hidden = output_gate * torch.tanh(cell_state)
     internals = {
         "hidden": hidden,

@@ -8,7 +8,7 @@ import torch
 
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.stepper import Stepper
+from charrnn.stepper import Stepper, resolve_weight_precision
 from charrnn.vocab import Vocab
 
 
@@ -52,7 +52,8 @@ def choose(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p
     """One character id per row of `logits` [batch, vocab]."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probabilities = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
+    scaled = logits.float() if temperature == 1 else logits.float() / temperature  # at 1, a call per step saved
+    probabilities = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
     # The exponential race: argmax(p / Exp(1)) picks id i with probability p_i. It is what
     # torch.multinomial does for one draw (same generator, same pick) without its input checks,
     # which cost three times the draw itself at batch 1.
@@ -63,10 +64,15 @@ def choose(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p
 @torch.inference_mode()
 def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 1000, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
-             num_samples: int = 1, device: Optional[torch.device] = None) -> Iterator[list[str]]:
-    """Yield, for each new position, the next character of every sample."""
+             num_samples: int = 1, device: Optional[torch.device] = None, precision: str = "auto") -> Iterator[list[str]]:
+    """Yield, for each new position, the next character of every sample.
+
+    `precision` is how the steps store the weights (see `stepper.WEIGHT_PRECISIONS`); the prime is
+    always read by the model itself, in fp32.
+    """
     validate_sampling(temperature, top_k, top_p, length)
     device = device or next(model.parameters()).device
+    precision = resolve_weight_precision(precision, device)
     model.eval()
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
@@ -75,7 +81,7 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 1000, 
     # The prime is read once, in one call over the whole sequence; every sample continues from it.
     logits, state = model(torch.from_numpy(vocab.encode(context)).to(device).unsqueeze(0))
     logits = logits[:, -1].expand(num_samples, -1)
-    stepper = Stepper(model, state)
+    stepper = Stepper(model, state, precision)
     stepper.repeat(num_samples)
     for _ in range(length):
         chosen = choose(logits, temperature, top_k, top_p, generator)

@@ -20,6 +20,8 @@ def test_train_sample_eval_info(cli, corpus_file):
     assert len(sampled.stdout) == 81 and sampled.stderr == ""
     assert cli("sample", "--length", "80", "--seed", "3").stdout == sampled.stdout
     assert cli("sample", "-c", run, "--length", "80", "--seed", "4").stdout != sampled.stdout
+    exact = cli("sample", "--length", "80", "--seed", "3", "--precision", "fp32")  # fp32 weights, not fp16
+    assert len(exact.stdout) == 81 and exact.stderr == ""
 
     primed = cli("sample", "--length", "10", "--temp", "0", input="All:\n")
     assert primed.stdout.startswith("All:\n") and len(primed.stdout) == len("All:\n") + 11

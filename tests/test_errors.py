@@ -42,6 +42,7 @@ CASES = {
     "top_p_above_one": (["sample", "-c", "RUN", "--top-p", "1.5"], ["--top-p", "1.5"], 1),
     "top_k_zero": (["sample", "-c", "RUN", "--top-k", "0"], ["--top-k", "at least 1"], 1),
     "negative_length": (["sample", "-c", "RUN", "--length", "-1"], ["--length", "-1"], 1),
+    "unknown_sampling_precision": (["sample", "-c", "RUN", "--precision", "bf16"], ["--precision", "'bf16'", "auto, fp32, fp16"], 1),
     "zero_layers": (["train", "corpus.txt", *TRAIN, "--layers", "0", "-o", "out"], ["--layers", "at least 1"], 1),
     "zero_hidden": (["train", "corpus.txt", *TRAIN, "--hidden", "0", "-o", "out"], ["--hidden", "at least 1"], 1),
     "dropout_one": (["train", "corpus.txt", *TRAIN, "--dropout", "1", "-o", "out"], ["--dropout", "[0, 1)"], 1),
