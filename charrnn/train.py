@@ -127,6 +127,17 @@ def open_run_directory(out_dir: Path, resume: bool, force: bool) -> Optional[dic
     return checkpoint.load_checkpoint(out_dir / checkpoint.LAST) if resume else None
 
 
+def write_metrics(out_dir: Path, history: list) -> None:
+    """Start metrics.jsonl from the run's own record: empty for a new run (--force starts afresh), and
+    on --resume without the lines a killed run wrote after its last checkpoint (those steps run again)."""
+    path, temporary = out_dir / METRICS, out_dir / f".{METRICS}.tmp"
+    try:
+        temporary.write_text("".join(json.dumps(entry) + "\n" for entry in history), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise CharRNNError(f"cannot write {path} ({error.strerror or error}); choose another run directory with --out") from None
+
+
 def free_run_directory(base: Path) -> Path:
     """`base`, or `base-2`, `base-3`, ... : a default run never overwrites an earlier one."""
     candidate, number = base, 1
@@ -225,6 +236,8 @@ class Trainer:
         elif init is not None:
             finetune.start_from(self.model, init, train_ids, self.device)
             self.reporter.log(finetune.starting_line(self.init_from, len(self.corpus.vocab)))
+        if self.group.is_main:
+            write_metrics(self.out_dir, self.progress.history)
         self.backend = backend_name(self.device, train_config.impl)
         self.network = self.group.wrap(self.model)  # DDP under torchrun: gradients averaged over the ranks
 

@@ -94,3 +94,10 @@ def test_model_size_follows_a_time_budget(cli, corpus_file):
 
     by_steps = cli("train", corpus_file, "--steps", "1", "-o", "steps", *small)
     assert "sized for" not in by_steps.stderr  # a budget in steps keeps the fixed defaults
+
+
+def test_force_starts_the_metrics_afresh(cli, corpus_file):
+    for _ in range(2):
+        cli("train", corpus_file, "-o", "run", "--steps", "4", *TINY_MODEL, "--eval-every", "2", "--force")
+    metrics = (cli.cwd / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in metrics] == [2, 4]

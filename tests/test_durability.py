@@ -4,6 +4,7 @@ that would run code when unpickled is refused before any of it runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -109,6 +110,9 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file):
     reached = checkpoint.load_checkpoint(run / checkpoint.LAST)["step"]
     cli("train", "--resume", "-o", run, "--steps", reached + 3, "-q")
     assert checkpoint.load_checkpoint(run / checkpoint.LAST)["step"] == reached + 3
+    # Steps a kill cut off after their metrics line are trained again, and logged once.
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, reached + 4))
     assert not list(run.glob(".*.tmp")), "a temporary file from a killed write was left behind"
 
 
