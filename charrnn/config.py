@@ -26,8 +26,8 @@ DEFAULT_TIME_BUDGET_S = 180.0
 #   10 min: 1x384 1.512 (it overfits: train 1.14), 1x512 with dropout 0.25 1.477
 # (1x384 at 1 min, 1x256 and 2x256 at 5, 1x384 at 10 were scored as 64 streams: about 0.004 high.)
 # With weight decay 0.1, at the 4,100 steps 1x512 makes in 10 minutes: 1.438 without dropout, 1.441
-# with 0.25, so no dropout by default. The defaults as they stand: 1 min 1.574, 5 min 1.449,
-# 10 min 1.435. Each row: (budgets up to this many seconds, hidden units).
+# with 0.25, so no dropout by default. The defaults as they stand (lr 2e-2 since): 1 min 1.535,
+# 5 min 1.426, 10 min 1.420. Each row: (budgets up to this many seconds, hidden units).
 HIDDEN_BY_TIME_BUDGET = (
     (120.0, 256),
     (450.0, 384),
