@@ -97,8 +97,7 @@ class Stepper:
             self.summed_projections = [Projection(w_hh[0], None, precision)] + [
                 Projection(torch.cat([w_ih[layer], w_hh[layer]], dim=1), b_ih[layer] + b_hh[layer], precision)
                 for layer in range(1, self.layers)]
-        # The head is small (vocab x hidden): fbgemm's fixed cost per call would outweigh the bytes saved.
-        self.head = Projection(model.head.weight.detach(), model.head.bias.detach(), "fp32")
+        self.head = Projection(model.head.weight.detach(), model.head.bias.detach(), precision)
         self.hidden_size = model.config.hidden
         self.states: list[State] = self._split(state) if state is not None else []
 
