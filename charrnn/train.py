@@ -190,9 +190,9 @@ class Trainer:
                                    device=train_config.device, impl=train_config.impl,
                                    precision=train_config.precision)
             corpus_args = corpus_args or saved["corpus_args"]
-        if train_config.steps is None and train_config.time_budget is None:
+        budget_defaulted = train_config.steps is None and train_config.time_budget is None
+        if budget_defaulted:
             train_config = replace(train_config, time_budget=DEFAULT_TIME_BUDGET_S)
-            self.reporter.log(f"no --steps or --time given: training for {format_duration(DEFAULT_TIME_BUDGET_S)}")
         model_config.validate()
         train_config.validate()
         self.train_config = train_config
@@ -211,6 +211,8 @@ class Trainer:
             raise CharRNNError(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
         self.group.check_same((len(self.corpus.ids), self.corpus.vocab.chars),
                               "the processes read different corpora; every machine needs the same corpus files")
+        if budget_defaulted:  # said once the corpus has loaded, so that bad input gets its one error line alone
+            self.reporter.log(f"no --steps or --time given: training for {format_duration(DEFAULT_TIME_BUDGET_S)}")
         self.corpus_args = [a if a == "-" else str(Path(a).resolve()) for a in corpus_args]
         self.model_config = replace(model_config, vocab_size=len(self.corpus.vocab))
         train_ids, val_ids = split(self.corpus.ids, train_config.val_fraction)

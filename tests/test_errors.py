@@ -25,6 +25,7 @@ TRAIN = ["--steps", "3", *TINY_MODEL]
 # the files named here are made by `workspace` below.
 CASES = {
     "missing_file": (["train", "nosuch.txt", *TRAIN, "-o", "out"], ["nosuch.txt", "no such file"], 1),
+    "missing_file_no_budget": (["train", "nosuch.txt", "-o", "out"], ["nosuch.txt", "no such file"], 1),
     "directory_without_text": (["train", "binaries", *TRAIN, "-o", "out"], ["binaries", "no text files"], 1),
     "empty_corpus": (["train", "empty.txt", *TRAIN, "-o", "out"], ["empty", "some text"], 1),
     "corpus_shorter_than_a_window": (["train", "short.txt", *TRAIN, "-o", "out"], ["too short", "3 characters", "--seq-len"], 1),
