@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from charrnn.errors import CharRNNError
 
-CATALOGUE = Path(__file__).resolve().parent.parent / "corpora" / "catalogue.json"
+CATALOGUE = Path(__file__).resolve().parent / "catalogue.json"  # package data: installed with the code
 READ_BYTES = 1 << 20
 TIMEOUT_S = 60
 
@@ -44,7 +44,7 @@ class Entry:
 
 
 def catalogue_path() -> Path:
-    """$CHARRNN_CATALOGUE (another catalogue, e.g. a local mirror), else the one shipped in corpora/."""
+    """$CHARRNN_CATALOGUE (another catalogue, e.g. a local mirror), else the one shipped inside the package."""
     return Path(os.environ.get("CHARRNN_CATALOGUE") or CATALOGUE)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
@@ -57,6 +58,16 @@ def test_shipped_catalogue_is_complete_and_invents_no_hash(monkeypatch):
     for entry in entries.values():
         assert entry.url.startswith("http") and entry.license and entry.description
         assert entry.sha256 is None and entry.unverified or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+
+
+def test_the_catalogue_is_package_data_so_a_wheel_carries_it():
+    # A file beside the package (not in it) works from a checkout but is missing after `pip install .`.
+    package = Path(corpora.__file__).parent
+    assert corpora.CATALOGUE.parent == package and corpora.CATALOGUE.is_file()
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text("utf-8"))
+    declared = pyproject["tool"]["setuptools"]["package-data"]["charrnn"]
+    assert any(fnmatch.fnmatch(corpora.CATALOGUE.name, pattern) for pattern in declared)
 
 
 def test_fetch_downloads_once_then_reuses(catalogue):
