@@ -23,6 +23,7 @@ DEFAULT_TIME_BUDGET_S = 180.0
 # reads fewer of them a minute. Measured with benchmarks/quality.py on tiny-shakespeare on a 2-core
 # CPU (val loss, nats/char), before weight decay became the default:
 #   1 min:  1x256 1.560, 1x384 1.603        5 min: 1x256 1.532, 1x384 1.477, 2x256 1.529
+# (1x384 at 1 min, 1x256 and 2x256 at 5 were scored as 64 streams: about 0.004 high.)
 # With weight decay 0.1 and lr 2e-2, at the steps each size makes in a budget (1 thread each, side by
 # side, `-- --steps N --hidden H`):
 #   5 min:   1x384 3,500 steps 1.429, 1x640 1,730 steps 1.426 (a tie: the crossover)
