@@ -15,7 +15,7 @@ import typer
 from typing_extensions import Annotated
 
 from charrnn import checkpoint, corpora, distributed, finetune
-from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, parse_duration, hidden_for_budget
+from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, parse_duration, shape_for_budget
 from charrnn.data import corpus_name, evaluation_windows, load_corpus, split
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError
@@ -79,9 +79,9 @@ def train(
     force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
     model: Annotated[Optional[str], typer.Option(help="rnn, gru or lstm.")] = None,
     layers: Annotated[Optional[int], typer.Option(help="Recurrent layers.")] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer.")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. Default: sized by the time budget (train says what it chose).")] = None,
     embed: Annotated[Optional[int], typer.Option(help="Embedding size.")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head. Default: sized with --hidden by the time budget.")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Characters per window (truncated BPTT length).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Windows per step (parallel streams of the corpus).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (AdamW).")] = None,
@@ -109,8 +109,9 @@ def train(
     time_budget = parse_duration(time) if time is not None else None
     budget = time_budget if time_budget is not None else (DEFAULT_TIME_BUDGET_S if steps is None else None)
     sized = hidden is None and budget is not None and init is None and not resume
-    if sized:
-        shape["hidden"] = hidden_for_budget(budget)
+    # The budget sizes what the user left unset: a dropout chosen by hand stays.
+    chosen_for_budget = {name: value for name, value in shape_for_budget(budget).items() if name not in shape} if sized else {}
+    shape.update(chosen_for_budget)
     model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
@@ -126,7 +127,8 @@ def train(
             trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
                               encoding=encoding, errors=errors, init=init)
             if sized:  # said once the corpus has loaded, so that bad input gets its one error line alone
-                reporter.log(f"sized for a {format_duration(budget)} budget: --hidden {shape['hidden']} (set --hidden to choose)")
+                flags = " ".join(f"--{name} {value}" for name, value in chosen_for_budget.items())
+                reporter.log(f"sized for a {format_duration(budget)} budget: {flags} (set them to choose)")
             summary = trainer.run()
         distributed.finish()
     finally:

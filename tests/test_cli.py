@@ -81,8 +81,16 @@ def test_built_in_corpus_trains_and_evaluates_its_own_validation_split(cli):
 def test_model_size_follows_a_time_budget(cli, corpus_file):
     small = ["--layers", "1", "--embed", "8", "--seq-len", "16", "--batch-size", "2", "--eval-every", "5"]
     sized = cli("train", corpus_file, "--time", "1s", "-o", "short", *small)
-    assert "sized for a 1s budget: --hidden 256" in sized.stderr
+    assert "sized for a 1s budget: --hidden 256 --dropout 0.0" in sized.stderr
     assert json.loads(cli("info", "-c", "short", "--json").stdout)["hidden"] == 256
+
+    # Long budgets train a wider network with dropout (--steps 1 ends the run after one step).
+    long = cli("train", corpus_file, "--time", "10m", "--steps", "1", "-o", "long", *small)
+    assert "sized for a 10m00s budget: --hidden 640 --dropout 0.2" in long.stderr
+    assert json.loads(cli("info", "-c", "long", "--json").stdout)["dropout"] == 0.2
+    own_dropout = cli("train", corpus_file, "--time", "10m", "--steps", "1", "--dropout", "0", "-o", "own", *small)
+    assert "sized for a 10m00s budget: --hidden 640 (set them to choose)" in own_dropout.stderr
+    assert json.loads(cli("info", "-c", "own", "--json").stdout)["dropout"] == 0.0
 
     chosen = cli("train", corpus_file, "--time", "1s", "-o", "chosen", "--hidden", "24", *small)
     assert "sized for" not in chosen.stderr
