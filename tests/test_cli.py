@@ -90,7 +90,6 @@ def test_model_size_follows_a_time_budget(cli, corpus_file):
     assert json.loads(cli("info", "-c", "long", "--json").stdout)["dropout"] == 0.2
     own_dropout = cli("train", corpus_file, "--time", "10m", "--steps", "1", "--dropout", "0", "-o", "own", *small)
     assert "sized for a 10m00s budget: --hidden 640 (set them to choose)" in own_dropout.stderr
-    assert json.loads(cli("info", "-c", "own", "--json").stdout)["dropout"] == 0.0
 
     chosen = cli("train", corpus_file, "--time", "1s", "-o", "chosen", "--hidden", "24", *small)
     assert "sized for" not in chosen.stderr
