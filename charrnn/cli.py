@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 import typer
 from typing_extensions import Annotated
 
@@ -24,6 +23,7 @@ from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
 from charrnn.sample import check_prime, generate, validate_sampling
 from charrnn.stepper import resolve_weight_precision
+from charrnn.threads import on_fastest_threads, thread_choices
 from charrnn.train import Trainer, TrainingInterrupted, free_run_directory
 from charrnn import plot as plot_lib
 from charrnn import viz as viz_lib
@@ -160,8 +160,9 @@ def sample(
     separator: Annotated[str, typer.Option(help="Written between samples.")] = "\n\n",
     device: DeviceOption = "auto",
     impl: ImplOption = "fused",
-    precision: Annotated[str, typer.Option(help="auto|fp32|fp16: how the steps store the weights; auto is fp16 (fp32 "
-                                           "arithmetic, half the memory traffic) on x86 CPUs, fp32 elsewhere.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto|fp32|fp16|int8: how the steps store the weights; auto on x86 CPUs "
+                                           "is fp16 (fp32 arithmetic, half the memory traffic), or int8 from -n 4 "
+                                           "(twice the arithmetic, on every core); fp32 elsewhere.")] = "auto",
 ):
     """Generate text from a trained model, streamed to stdout."""
     validate_sampling(temp, top_k, top_p, length)
@@ -172,14 +173,11 @@ def sample(
     prime = prime or ""
     _, model, vocab, device = load_model(checkpoint_arg, impl, device)
     check_prime(vocab, prime)
-    precision = resolve_weight_precision(precision, device)  # refused before any text is written
-    if "OMP_NUM_THREADS" not in os.environ:
-        # A step is a few small products, and fbgemm's fp16 one runs on one thread anyway: more threads
-        # only add synchronization (2x512 on 2 idle cores: 3,030 chars/s on one thread, 2,840 on two)
-        # and, when another job holds a core, stall on it (3,140 against 1,250).
-        torch.set_num_threads(1)
+    precision = resolve_weight_precision(precision, device, num_samples)  # refused before any text is written
     steps = generate(model, vocab, prime=prime, length=length, temperature=temp, top_k=top_k, top_p=top_p,
                      seed=seed, num_samples=num_samples, device=device, precision=precision)
+    if "OMP_NUM_THREADS" not in os.environ and device.type == "cpu":
+        steps = on_fastest_threads(steps, thread_choices(num_samples))
     out = sys.stdout
     with product_output():
         if num_samples == 1:

@@ -72,7 +72,7 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 1000, 
     """
     validate_sampling(temperature, top_k, top_p, length)
     device = device or next(model.parameters()).device
-    precision = resolve_weight_precision(precision, device)
+    precision = resolve_weight_precision(precision, device, num_samples)
     model.eval()
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())

@@ -26,8 +26,8 @@ def test_train_sample_eval_info(cli, corpus_file):
     primed = cli("sample", "--length", "10", "--temp", "0", input="All:\n")
     assert primed.stdout.startswith("All:\n") and len(primed.stdout) == len("All:\n") + 11
 
-    three = cli("sample", "-n", "3", "--length", "30", "--seed", "1", "--separator", "\n---\n")
-    assert three.stdout.count("\n---\n") == 2
+    four = cli("sample", "-n", "4", "--length", "30", "--seed", "1", "--separator", "\n---\n")  # int8 on x86
+    assert four.stdout.count("\n---\n") == 3 and four.stderr == ""
 
     evaluated = json.loads(cli("eval", "--json").stdout)
     assert set(evaluated) >= {"loss", "bpc", "perplexity", "chars", "oov"}

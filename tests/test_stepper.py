@@ -7,7 +7,7 @@ from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
 from charrnn.sample import choose, filter_logits, generate
 from charrnn.errors import CharRNNError
-from charrnn.stepper import Stepper, fp16_weights_supported, resolve_weight_precision
+from charrnn.stepper import BATCHED_SAMPLES, Stepper, packed_weights_supported, resolve_weight_precision
 from charrnn.vocab import Vocab
 
 VOCAB = Vocab("\n abcdefgh")
@@ -97,35 +97,43 @@ def test_choose_draws_exactly_what_multinomial_draws(top_k, top_p):
         assert torch.equal(chosen, expected)
 
 
-needs_fp16 = pytest.mark.skipif(not fp16_weights_supported(),
-                                reason="fp16 weights need fbgemm (an x86 CPU build of torch)")
+# How far packed weights may move the logits and the loss: fp16 rounds W to 11 significant bits;
+# int8 keeps 8 bits per weight and 7 per input (a trained 1x512 model's loss moves by 0.0008).
+PACKED_TOLERANCE = {"fp16": (1e-2, 1e-3), "int8": (5e-2, 3e-3)}
 
 
-@needs_fp16
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
-def test_fp16_weights_move_the_logits_by_rounding_only(kind):
+def test_packed_weights_move_the_logits_by_rounding_only(kind, precision):
+    if not packed_weights_supported(precision):
+        pytest.skip(f"{precision} weights need fbgemm (an x86 CPU build of torch)")
+    logits_tolerance, loss_tolerance = PACKED_TOLERANCE[precision]
     model = make_model(kind, "fused")
     ids = torch.randint(len(VOCAB), (1, 40), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         expected, _ = model(ids)
         prime_logits, state = model(ids[:, :4])
-        stepper = Stepper(model, state, precision="fp16")
+        stepper = Stepper(model, state, precision=precision)
         stepper.repeat(3)  # a carried state expanded to a batch, as -n gives it
         steps = torch.stack([stepper.step(ids[0, t].expand(3)) for t in range(4, 40)], dim=1)
-    # W rounded to 11 significant bits: the logits move by about 1e-3, the loss by far less.
-    torch.testing.assert_close(steps, expected[:, 4:].expand(3, -1, -1), rtol=0, atol=1e-2)
-    assert not torch.equal(steps[0], expected[0, 4:])  # the fp16 path really ran
+    torch.testing.assert_close(steps, expected[:, 4:].expand(3, -1, -1), rtol=0, atol=logits_tolerance)
+    assert not torch.equal(steps[0], expected[0, 4:])  # the packed path really ran
     targets = ids[0, 5:]
     loss = torch.nn.functional.cross_entropy
-    assert abs(loss(steps[0, :-1], targets) - loss(expected[0, 4:-1], targets)) < 1e-3
+    assert abs(loss(steps[0, :-1], targets) - loss(expected[0, 4:-1], targets)) < loss_tolerance
 
 
 def test_sampling_precision_is_checked():
-    cpu = torch.device("cpu")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_weight_precision("fp32", cpu) == "fp32"
-    assert resolve_weight_precision("auto", cpu) == ("fp16" if fp16_weights_supported() else "fp32")
-    assert resolve_weight_precision("auto", torch.device("cuda")) == "fp32"  # no device needed to decide
-    with pytest.raises(CharRNNError, match="fbgemm"):
-        resolve_weight_precision("fp16", torch.device("cuda"))
-    with pytest.raises(CharRNNError, match="choose one of auto, fp32, fp16"):
+    assert resolve_weight_precision("auto", cpu) == ("fp16" if packed_weights_supported("fp16") else "fp32")
+    batched = "int8" if packed_weights_supported("int8") else resolve_weight_precision("auto", cpu)
+    assert resolve_weight_precision("auto", cpu, num_samples=BATCHED_SAMPLES) == batched
+    assert resolve_weight_precision("auto", cpu, num_samples=BATCHED_SAMPLES - 1) == resolve_weight_precision("auto", cpu)
+    assert resolve_weight_precision("auto", cuda, num_samples=16) == "fp32"  # no device needed to decide
+    for precision in ("fp16", "int8"):
+        with pytest.raises(CharRNNError, match="fbgemm"):
+            resolve_weight_precision(precision, cuda)
+    with pytest.raises(CharRNNError, match="choose one of auto, fp32, fp16, int8"):
         resolve_weight_precision("bf16", cpu)
+
