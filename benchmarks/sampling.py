@@ -1,15 +1,15 @@
 """Sampling speed: charrnn's generation against a naive loop, as JSON.
 
 The model is an LSTM (default 2x512, vocabulary 65) with random weights: speed does not depend on
-what the weights say. Five loops, interleaved over `--repeats` rounds so that a shared machine's
+what the weights say. Six loops, interleaved over `--repeats` rounds so that a shared machine's
 noise hits them alike; the ratios within a round are the figures to compare:
 
 - naive: `model(ids, state)` for every new character (torch's own nn.LSTM kernel at T=1), softmax, multinomial;
 - naive_onednn: the same on torch's default CPU path, oneDNN, which is far slower one character at a time;
 - generate: `charrnn.sample.generate`, batch 1 (what `charrnn sample` runs: fp16 weights on x86 CPUs);
 - generate_fp32: the same with fp32 weights (`--precision fp32`), when the default is fp16;
-- generate -n 16: the default, 16 samples in one batch (int8 weights on every core on x86 CPUs);
-  its cost relative to one sample;
+- generate -n 16: the default, 16 samples in one batch (int8 weights on x86 CPUs); its cost
+  relative to one sample;
 - generate -n 16 fp16: the batch with the weights one sample uses, for comparison.
 
 Each loop runs on the threads `charrnn sample` gives it (one for a single sample; for a batch, the

@@ -340,8 +340,10 @@ def evaluation_windows(ids: np.ndarray, seq_len: int, max_streams: int = 16) -> 
         raise CharRNNError("nothing to evaluate: the text needs at least 2 characters the model knows")
     streams = max(1, min(max_streams, predicted // max(seq_len, 1)))
     stream_len = -(-predicted // streams)
-    inputs = np.zeros(streams * stream_len, dtype=np.int32)
-    targets = np.full(streams * stream_len, IGNORE, dtype=np.int32)
+    # The ids' own dtype, and the smallest signed one that also holds IGNORE: for up to 256
+    # characters, 3 bytes per character where int32 took 8 (a window is widened only when read).
+    inputs = np.zeros(streams * stream_len, dtype=ids.dtype)
+    targets = np.full(streams * stream_len, IGNORE, dtype=np.result_type(ids.dtype, np.int8))
     inputs[:predicted] = ids[:-1]
     targets[:predicted] = ids[1:]
     return Windows(inputs.reshape(streams, stream_len), targets.reshape(streams, stream_len), seq_len)

@@ -70,8 +70,9 @@ class Projection:
     fp16 keeps W in fbgemm's packed half-precision layout; the products and sums stay fp32, so the
     only change is W rounded to 11 significant bits (logits move by about 1e-3). int8 keeps each row
     of W as int8 with its own scale, and each step's input is quantized on the fly to 7 bits (fbgemm's
-    reduce_range, which keeps AVX2's 16-bit pair sums from saturating); the sums are int32. A trained
-    1x512 LSTM's validation loss moves by 0.0008 nats/char (1.3746 -> 1.3754).
+    reduce_range, which keeps AVX2's 16-bit pair sums from saturating); the sums are int32. Trained
+    LSTMs' validation loss moves by 0.0002 to 0.0010 nats/char (1x512 and 1x640 on tiny-shakespeare,
+    2x384 on Korean with 1,105 characters).
     """
 
     def __init__(self, weight: Tensor, bias: Optional[Tensor], precision: str):
