@@ -162,7 +162,7 @@ def sample(
     impl: ImplOption = "fused",
     precision: Annotated[str, typer.Option(help="auto|fp32|fp16|int8: how the steps store the weights; auto on x86 CPUs "
                                            "is fp16 (fp32 arithmetic, half the memory traffic), or int8 from -n 4 "
-                                           "(twice the arithmetic, on every core); fp32 elsewhere.")] = "auto",
+                                           "(twice the arithmetic per instruction); fp32 elsewhere.")] = "auto",
 ):
     """Generate text from a trained model, streamed to stdout."""
     validate_sampling(temp, top_k, top_p, length)
