@@ -5,32 +5,52 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
+import types
+import typing
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from charrnn.errors import CharRNNError
+from charrnn import cache
+from charrnn.config import ModelConfig, TrainConfig, from_dict
+from charrnn.errors import CharRNNError, escaped
+from charrnn.model import parameter_shapes
 
 FORMAT_VERSION = 1
 BEST, LAST = "best.pt", "last.pt"
 RUNS_DIR = Path("runs")
 REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab")  # what every command reads
+# weights_only loading lets a crafted file run code before torch 2.6 (GHSA-53q9-r3pm-6pq6) and
+# corrupt memory before 2.10 (GHSA-63cw-57p8-fm3p).
+MINIMUM_TORCH = (2, 10)
+# The other fields commands read, and what each may hold: a stranger's file can put anything anywhere.
+FIELDS = {
+    "vocab": str, "corpus": Optional[str], "corpus_args": Optional[list[str]], "encoding": Optional[str],
+    "errors": Optional[str], "step": Optional[int], "val_loss": Optional[float], "elapsed": Optional[float],
+    "device": Optional[str], "backend": Optional[str], "precision": Optional[str],
+    "history": Optional[list[dict]], "init_from": Optional[dict],
+}
+HISTORY_NUMBERS = ("step", "train_loss", "val_loss")  # what `info` plots and compares
+# What zipfile raises on a damaged archive: names that are not UTF-8 (ValueError), an encrypted part
+# (RuntimeError), an unknown method (NotImplementedError), as well as BadZipFile.
+ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError)
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Write to a temporary file, fsync, then rename: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     payload = {"format_version": FORMAT_VERSION, **payload}
-    remove_stale_temporaries(path)
+    # A process killed mid-write (SIGKILL, power loss) leaves its temporary file behind; sweep those up.
+    cache.remove_orphans(path.parent, f".{path.name}.*.tmp")
+    temporary = cache.temporary_name(path)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask decides, as for any file
     except OSError as error:
         raise unwritable(path, error) from None
     try:
-        os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's 0600 would hide checkpoints from the user's group
         with os.fdopen(handle, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -51,21 +71,6 @@ def unwritable(path: Path, error: Exception) -> CharRNNError:
                         "free some space or make the directory writable, then continue with --resume")
 
 
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """A process killed mid-write (SIGKILL, power loss) leaves its temporary file behind; sweep it up."""
-    try:
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    except OSError:
-        pass  # the write that follows will say what is wrong with the directory
-
-
 def sync_directory(directory: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
     try:
@@ -81,34 +86,72 @@ def sync_directory(directory: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint on the CPU; weights_only means a stranger's file cannot run code."""
+    """Load a checkpoint on the CPU, checked so that a stranger's file cannot run code (weights_only),
+    take the machine (sizes are checked before anything is inflated or allocated), or hold garbage."""
     path = Path(path)
+    require_safe_torch()
     if not path.is_file():
         raise CharRNNError(f"{path}: no such checkpoint; train one with `charrnn train` or pass -c PATH")
+    check_archive(path)
     damaged = damaged_member(path)
     if damaged is not None:
-        raise CharRNNError(f"{path}: corrupted ({damaged} does not match its checksum); "
+        raise CharRNNError(f"{path}: corrupted ({escaped(damaged)} does not match its checksum); "
                            "use another checkpoint, e.g. the run's best.pt or last.pt")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a crafted pickle can make torch warn (an odd protocol): the error line is enough
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        # torch names the global in two wordings: "Unsupported global: GLOBAL builtins.exec was not an allowed
+        # global ..." and, for the modules it blocks outright (os, sys), "... unsupported GLOBAL posix.system whose
+        # module posix is blocked" (torch 2.13).
+        found = re.search(r"\bGLOBAL ([\w.]+)", str(error))
         what = f"it would call {found.group(1)} when unpickled" if found else "it holds more than tensors and plain data"
-        raise CharRNNError(
-            f"{path}: refused to load: {what}, which could run code; "
-            "charrnn loads only the checkpoints it writes: use one from a source you trust"
-        ) from None
+        raise refused(path, f"{what}, which could run code") from None
     except Exception:
-        raise CharRNNError(f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("format_version"), int) \
-            or any(key not in payload for key in REQUIRED_KEYS):
-        raise CharRNNError(f"{path}: not a charrnn checkpoint; pass one that `charrnn train` wrote")
-    if payload["format_version"] > FORMAT_VERSION:
-        raise CharRNNError(
-            f"{path}: checkpoint format {payload['format_version']} is newer than this charrnn understands "
-            f"({FORMAT_VERSION}); upgrade charrnn"
-        )
+        raise unreadable(path) from None
+    check_payload(path, payload)
     return payload
+
+
+def require_safe_torch() -> None:
+    """Refuse to unpickle anything with a torch whose weights_only loading a crafted file can get past."""
+    found = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    if found is None or tuple(int(part) for part in found.groups()) < MINIMUM_TORCH:
+        raise CharRNNError(f"torch {torch.__version__} cannot load checkpoints safely (a crafted one could run code); "
+                           "upgrade it: pip install 'torch>=2.10'")
+
+
+def refused(path: Path, reason: str) -> CharRNNError:
+    return CharRNNError(f"{path}: refused to load: {reason}; "
+                        "charrnn loads only the checkpoints it writes: use one from a source you trust")
+
+
+def unreadable(path: Path) -> CharRNNError:
+    return CharRNNError(f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt")
+
+
+def malformed(path: Path, problem: str) -> CharRNNError:
+    return CharRNNError(f"{path}: not a valid charrnn checkpoint: {problem}; pass one that `charrnn train` wrote")
+
+
+def check_archive(path: Path) -> None:
+    """Refuse, from the zip's central directory alone, an archive that would cost more to read than it weighs.
+
+    torch.save stores every part uncompressed, once. A compressed part (a few hundred KB can inflate to
+    gigabytes), or parts whose sizes add up to more than the file (entries that overlap, read again and
+    again), is a crafted file; torch.load and the checksum test would read all of it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except ARCHIVE_ERRORS:  # charrnn writes zip archives, nothing else
+        raise unreadable(path) from None
+    if any(part.compress_type != zipfile.ZIP_STORED or part.compress_size != part.file_size for part in parts):
+        raise refused(path, "it holds compressed parts, which charrnn never writes and which could inflate to gigabytes")
+    declared, size = sum(part.file_size for part in parts), path.stat().st_size
+    if declared > size or any(part.header_offset + part.file_size > size for part in parts):
+        raise refused(path, f"its parts declare {declared:,} bytes in a file of {size:,}")
 
 
 def damaged_member(path: Path) -> Optional[str]:
@@ -119,8 +162,118 @@ def damaged_member(path: Path) -> Optional[str]:
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return None  # not a zip archive, or unreadable: torch.load says which
+    except ARCHIVE_ERRORS:  # a part's own header contradicts the directory (another name, encrypted, ...)
+        raise unreadable(path) from None
+
+
+def check_payload(path: Path, payload) -> None:
+    """Every field a command reads is there and of the type it expects, and the weights are the network the
+    config describes: checked once, here, so a stranger's file fails with one line, not deep in a command."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("format_version"), int) \
+            or any(key not in payload for key in REQUIRED_KEYS):
+        raise CharRNNError(f"{path}: not a charrnn checkpoint; pass one that `charrnn train` wrote")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise CharRNNError(
+            f"{path}: checkpoint format {payload['format_version']} is newer than this charrnn understands "
+            f"({FORMAT_VERSION}); upgrade charrnn"
+        )
+    check_fields(path, payload)
+    config = stored_config(path, payload, "model_config", ModelConfig)
+    stored_config(path, payload, "train_config", TrainConfig)
+    if config.vocab_size != len(payload["vocab"]):
+        raise malformed(path, f"its model_config has vocab_size {config.vocab_size} for {len(payload['vocab'])} characters")
+    check_weights(path, payload["model"], config, path.stat().st_size)
+
+
+def check_fields(path: Path, payload: dict) -> None:
+    """The plain fields (FIELDS): vocabulary, corpus, history, where a fine-tuned run started."""
+    for key, kind in FIELDS.items():
+        if not fits(payload.get(key), kind):
+            raise malformed(path, f"its {key} has the wrong type ({type(payload[key]).__name__})")
+    if not payload["vocab"]:
+        raise malformed(path, "its vocab is empty")
+    for key in ("history", "init_from"):  # `info --json` prints them whole
+        if not is_plain(payload.get(key)):
+            raise malformed(path, f"its {key} holds more than plain data")
+    if any(not fits(row.get(name), Optional[float]) for row in payload.get("history") or () for name in HISTORY_NUMBERS):
+        raise malformed(path, "its history has a step or loss that is not a number")
+    if payload.get("init_from") is not None and not isinstance(payload["init_from"].get("path"), str):
+        raise malformed(path, "its init_from names no checkpoint")
+
+
+def stored_config(path: Path, payload: dict, key: str, cls):
+    """A config dataclass from its stored dict: every field of its declared type, and in range."""
+    values = payload[key]
+    if not isinstance(values, dict):
+        raise malformed(path, f"its {key} is a {type(values).__name__}, not a table of settings")
+    for name, kind in typing.get_type_hints(cls).items():
+        if name in values and not fits(values[name], kind):
+            raise malformed(path, f"its {key} has {name} of the wrong type ({type(values[name]).__name__})")
+    config = from_dict(cls, values)
+    try:
+        config.validate()
+    except CharRNNError as error:
+        raise malformed(path, f"its {key} is out of range ({error})") from None
+    return config
+
+
+def fits(value, kind) -> bool:
+    """Whether a stored value has a declared type (Optional[...], list[...]); an int fits a float, a bool no number."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):  # Optional[int]; int | None (3.10+)
+        return any(fits(value, argument) for argument in arguments)
+    if origin is list:
+        return isinstance(value, list) and all(fits(item, arguments[0]) for item in value)
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def is_plain(value, depth: int = 4) -> bool:
+    """JSON-like data (what `info --json` can print), nested no deeper than `depth`."""
+    if value is None or isinstance(value, (str, int, float)):
+        return True
+    if depth == 0:
+        return False
+    if isinstance(value, list):
+        return all(is_plain(item, depth - 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and is_plain(item, depth - 1) for key, item in value.items())
+    return False
+
+
+def check_weights(path: Path, weights, config: ModelConfig, file_size: int) -> None:
+    """Floating-point tensors whose bytes are in the file, named and shaped as the config's network: then
+    building that network allocates no more than the file holds."""
+    if not isinstance(weights, dict) or not all(isinstance(name, str) and is_float_array(tensor)
+                                                for name, tensor in weights.items()):
+        raise malformed(path, "its model is not a table of floating-point tensors")
+    # One stored number can stand for any number of elements (a view with stride 0): count what they claim.
+    if sum(tensor.numel() * tensor.element_size() for tensor in weights.values()) > file_size:
+        raise malformed(path, "its tensors claim more elements than the file holds")
+    if config.layers > len(weights):  # every layer has weights: no need to list a billion of them to see it
+        raise malformed(path, f"its model_config has {config.layers} layers, more than its weights have")
+    expected, actual = parameter_shapes(config), {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    if actual != expected:
+        raise malformed(path, f"its weights do not match its model_config ({difference(expected, actual)})")
+
+
+def is_float_array(value) -> bool:
+    """A dense floating-point tensor with its data on the CPU (not a meta tensor, which has none)."""
+    return (isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.layout == torch.strided
+            and value.is_floating_point())
+
+
+def difference(expected: dict, actual: dict) -> str:
+    """The first weight, by name, that is missing, extra, or of another shape."""
+    name = min(name for name in expected.keys() | actual.keys() if expected.get(name) != actual.get(name))
+    if name not in actual:
+        return f"{name} is missing"
+    if name not in expected:
+        return f"{name[:60]!r} is not part of the network"
+    return f"{name} is {list(actual[name])} where the config needs {list(expected[name])}"
 
 
 def newest_run(runs_dir: Path = RUNS_DIR) -> Optional[Path]:

@@ -6,25 +6,28 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from charrnn import checkpoint, corpora, distributed, finetune
 from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, parse_duration, shape_for_budget
-from charrnn.data import corpus_name, evaluation_windows, load_corpus, split
+from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, escaped
 from charrnn.evaluate import summarize, total_loss
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
-from charrnn.sample import check_prime, generate, validate_sampling
+from charrnn.sample import PRIME_CHUNK, check_prime, checked_pieces, generate, validate_sampling
 from charrnn.stepper import resolve_weight_precision
+from charrnn.streams import TextSpool, read_chunks, refuse_binary, text_input
 from charrnn.threads import on_fastest_threads, thread_choices
-from charrnn.train import Trainer, TrainingInterrupted, free_run_directory
+from charrnn import rundir
+from charrnn.train import Trainer, TrainingInterrupted, interrupted_before_training
 from charrnn import plot as plot_lib
 from charrnn import viz as viz_lib
 from charrnn.vocab import Vocab
@@ -120,12 +123,13 @@ def train(
     if out is None:
         if resume:
             raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
-        out = free_run_directory(checkpoint.RUNS_DIR / corpus_name(corpus))
+        out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus), distributed.launched_world_size())
     reporter = Reporter(quiet=quiet or not distributed.is_main())  # under torchrun, rank 0 speaks
     try:
         with distributed.stopped_peers(out):
-            trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
-                              encoding=encoding, errors=errors, init=init)
+            with rundir.removed_if_unused(out), interrupted_before_training():
+                trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
+                                  encoding=encoding, errors=errors, init=init)
             if sized:  # said once the corpus has loaded, so that bad input gets its one error line alone
                 flags = " ".join(f"--{name} {value}" for name, value in chosen_for_budget.items())
                 reporter.log(f"sized for a {format_duration(budget)} budget: {flags} (set them to choose)")
@@ -163,25 +167,34 @@ def sample(
     precision: Annotated[str, typer.Option(help="auto|fp32|fp16|int8: how the steps store the weights; auto on x86 CPUs "
                                            "is fp16 (fp32 arithmetic, half the memory traffic), or int8 from -n 4 "
                                            "(twice the arithmetic per instruction); fp32 elsewhere.")] = "auto",
+    encoding: Annotated[str, typer.Option(help="Text encoding of a prime piped to stdin.")] = "utf-8",
 ):
     """Generate text from a trained model, streamed to stdout."""
-    validate_sampling(temp, top_k, top_p, length)
+    validate_sampling(temp, top_k, top_p, length, seed)
     if num_samples < 1:
         raise CharRNNError(f"-n/--num-samples must be at least 1 (got {num_samples})")
-    if prime is None and stdin_is_piped():
-        prime = sys.stdin.read()
-    prime = prime or ""
     _, model, vocab, device = load_model(checkpoint_arg, impl, device)
-    check_prime(vocab, prime)
+    if prime is not None:
+        check_prime(vocab, prime)  # refused before any text is written
+        pieces = [prime]
+    elif stdin_is_piped():
+        # Read as it is used, a piece at a time: a piped prime may be endless (`yes | charrnn sample`).
+        # Each piece is refused, if the model cannot read it, before it is echoed.
+        pieces = checked_pieces(vocab, read_chunks("-", PRIME_CHUNK, encoding, fix="pass --encoding to name its encoding"))
+    else:
+        pieces = []
     precision = resolve_weight_precision(precision, device, num_samples)  # refused before any text is written
-    steps = generate(model, vocab, prime=prime, length=length, temperature=temp, top_k=top_k, top_p=top_p,
-                     seed=seed, num_samples=num_samples, device=device, precision=precision)
+    out = sys.stdout
+    # The output starts with the prime: one sample echoes it as it is read; several write it before
+    # each sample, so it is kept, in a spool that moves to disk when long.
+    prime_copy = TextSpool() if num_samples > 1 else None
+    steps = generate(model, vocab, prime=passed_on(pieces, (prime_copy or out).write), length=length,
+                     temperature=temp, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
+                     device=device, precision=precision)
     if "OMP_NUM_THREADS" not in os.environ and device.type == "cpu":
         steps = on_fastest_threads(steps, thread_choices(num_samples))
-    out = sys.stdout
     with product_output():
         if num_samples == 1:
-            out.write(prime)
             for (char,) in steps:
                 out.write(char)
                 if char == "\n":
@@ -189,7 +202,20 @@ def sample(
             out.write("\n")
         else:
             texts = ["".join(chars) for chars in zip(*steps)]
-            out.write(separator.join(prime + text for text in texts) + "\n")
+            for number, text in enumerate(texts):
+                if number:
+                    out.write(separator)
+                out.writelines(prime_copy.pieces(PRIME_CHUNK))
+                out.write(text)
+            out.write("\n")
+            prime_copy.close()
+
+
+def passed_on(pieces: Iterable[str], write: Callable[[str], object]) -> Iterator[str]:
+    """The pieces, unchanged, each written (echoed, or kept) as it goes by."""
+    for piece in pieces:
+        write(piece)
+        yield piece
 
 
 @app.command("eval")
@@ -209,11 +235,10 @@ def evaluate(
         corpus = load_corpus(files, encoding, errors, vocab=vocab)
         ids = corpus.ids
     else:
-        sources = payload.get("corpus_args")  # [] is the built-in corpus
-        if sources is None or "-" in sources:
-            raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
+        sources = stored_corpus(payload)
+        print(f"charrnn: scoring the validation split of {escaped(', '.join(sources) or corpus_name(sources))}", file=sys.stderr)
         corpus = load_corpus(sources, payload.get("encoding", "utf-8"), payload.get("errors", "strict"), vocab=vocab)
-        _, ids = split(corpus.ids, train_config.val_fraction)
+        _, ids = corpus.split(train_config.val_fraction)
     nats, count = total_loss(model, evaluation_windows(ids, train_config.seq_len), device)
     result = summarize(nats, count, corpus.oov)
     with product_output():
@@ -222,6 +247,20 @@ def evaluate(
         else:
             print(f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity {result['perplexity']:.3f} "
                   f"| {result['chars']:,} chars | {result['oov']:,} out of vocabulary")
+
+
+def stored_corpus(payload: dict) -> list[str]:
+    """The corpus a run was trained on, to read again for its validation split. A checkpoint can come from
+    anyone, and could name any directory here or a download: only local files and directories named by
+    absolute path (as `charrnn train` stores them) are read, or [] for the built-in corpus."""
+    sources = payload.get("corpus_args")
+    if sources is None or "-" in sources:
+        raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
+    for source in sources:
+        if not (os.path.isabs(source) and (os.path.isfile(source) or os.path.isdir(source))):
+            raise CharRNNError(f"this run's corpus {escaped(source)} is not a file or directory on this machine, so its "
+                               "validation split cannot be re-read; pass FILE (or - for stdin) to score")
+    return sources
 
 
 @app.command()
@@ -255,7 +294,7 @@ def info(
         "backend": payload.get("backend"),
         "precision": payload.get("precision"),
         "val_loss": payload.get("val_loss"),
-        "best_val_loss": min((row["val_loss"] for row in history if row.get("val_loss") is not None), default=None),
+        "best_val_loss": min((loss for _, loss in plot_lib.series(history, "val_loss")), default=None),
         "init_from": payload.get("init_from") if as_json else finetune.describe(payload.get("init_from")),
     }
     with product_output():
@@ -263,7 +302,7 @@ def info(
             print(json.dumps({**details, "history": history}))
         else:
             for key, value in details.items():
-                print(f"{key:14} {value}")
+                print(f"{key:14} {escaped(str(value))}")
             print()
             print(plot_lib.terminal_curve(history))
 
@@ -279,15 +318,14 @@ def score(
     errors: ErrorsOption = "strict",
 ):
     """Bits per character of every input line: `bpc<TAB>line`, in input order, streamed."""
-    from charrnn.score import read_lines, score_lines
+    from charrnn.score import read_pieces, score_pieces
 
     _, model, vocab, device = load_model(checkpoint_arg, impl, device)
     out = sys.stdout
     with product_output():
-        for batch in score_lines(model, vocab, read_lines(files or [], encoding, errors), device):
+        for batch in score_pieces(model, vocab, read_pieces(files or [], encoding, errors), device):
             for result in batch:
-                out.write(json.dumps(result.as_dict(), ensure_ascii=False) + "\n" if as_json
-                          else f"{result.bpc:.4f}\t{result.line}\n")
+                out.writelines(result.row(as_json))
             out.flush()
 
 
@@ -317,14 +355,19 @@ def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
         if not corpora.is_named_corpus(name):
             continue
         console = Console(file=sys.stderr, highlight=False)
-        log = None if quiet else (lambda message: console.print(f"charrnn: {message}", markup=False, soft_wrap=True))
+
+        def say(message: str) -> None:
+            console.print(f"charrnn: {message}", markup=False, soft_wrap=True)
+
+        log = None if quiet else say  # -q silences progress, never a security warning (warn=say)
         if quiet or not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
-            corpora.fetch(name, log=log)
+            corpora.fetch(name, log=log, warn=say)
             continue
         with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
                       transient=True) as bar:
             task = bar.add_task(name, total=None)
-            corpora.fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log)
+            corpora.fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log,
+                          warn=say)
 
 
 @corpus_app.command("list")
@@ -370,16 +413,13 @@ def viz(
     max_chars: Annotated[int, typer.Option(help="Look at no more than this many characters.")] = 10_000,
     device: DeviceOption = "cpu",
     encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
 ):
     """Color a text by one unit's activation, by surprise, or find the units that track a feature."""
-    if text is None:
-        if file is not None and file != "-":
-            try:
-                text = Path(file).read_text(encoding=encoding)
-            except (OSError, UnicodeDecodeError, LookupError) as error:
-                raise CharRNNError(f"{file}: cannot read it as {encoding} text ({error})") from None
-        elif file == "-" or stdin_is_piped():
-            text = sys.stdin.read()
+    if max_chars < 1:
+        raise CharRNNError(f"--max-chars must be at least 1 (got {max_chars})")
+    if text is None and (file is not None or stdin_is_piped()):
+        text = viz_lib.read_text(file or "-", max_chars, encoding, errors)
     if not text:
         raise CharRNNError("nothing to look at: pass --text TEXT, a FILE, or pipe text in")
     text = text[:max_chars]
@@ -389,7 +429,7 @@ def viz(
     if surprise:
         shown, values, label = None, trace.surprise, "surprise (bits)"
         levels = viz_lib.scaled(values, "surprise")
-        title = f"surprise, -log2 p: mean {values.mean():.2f} bits per character"
+        title = f"surprise, -log2 p: mean {values[trace.known].mean():.2f} bits per character"
     else:
         if find is not None:
             ranking = viz_lib.rank_units(trace, viz_lib.feature_values(find, text), top)
@@ -399,12 +439,13 @@ def viz(
         values, label = viz_lib.unit_values(trace, shown), "activation"
         levels = viz_lib.scaled(values, shown.kind)
         title = shown.describe() + (f", r = {shown.correlation:+.3f} with {find}" if find else "")
+    title += viz_lib.unseen_note(trace)
     if html_out is not None:
         html_out.write_text(viz_lib.html_page(text, levels, values, title, ranking, label), encoding="utf-8")
     with product_output():
         if as_json:
             print(json.dumps({"title": title, "unit": shown.as_dict() if shown else None, "text": text,
-                              "values": [round(float(v), 5) for v in values],
+                              "values": [None if math.isnan(v) else round(float(v), 5) for v in values],
                               "ranking": [u.as_dict() for u in ranking] if ranking else None}, ensure_ascii=False))
             return
         from rich.console import Console
@@ -435,6 +476,8 @@ def main() -> None:
         show_usage_problem(error)
         code = error.exit_code
     except (KeyboardInterrupt, typer.Abort):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one line, even if the key is pressed again
+        print("charrnn: interrupted", file=sys.stderr)
         code = 130
     except OSError as error:  # the machine rather than the input (disk full, permissions): still one line
         where = f"{error.filename}: " if error.filename else ""

@@ -44,6 +44,17 @@ SHAPE_BY_TIME_BUDGET = (
 )
 
 
+# What torch's generators take as a seed: a 64-bit integer, signed or not (-1 and 2**64 - 1 are one seed).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def validate_seed(seed: Optional[int]) -> None:
+    """Refuse a --seed torch cannot take (it would fail deep inside, as an overflow)."""
+    low, high = SEED_RANGE
+    if seed is not None and not low <= seed <= high:
+        raise CharRNNError(f"--seed must be a whole number from {low} to {high} (got {seed}); pick a smaller one")
+
+
 def shape_for_budget(seconds: float) -> dict:
     """The default hidden size and dropout for a wall-time budget (a budget in steps keeps ModelConfig's)."""
     hidden, dropout = next((hidden, dropout) for limit, hidden, dropout in SHAPE_BY_TIME_BUDGET if seconds <= limit)
@@ -125,6 +136,7 @@ class TrainConfig:
             raise CharRNNError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
         if self.eval_every < 1:
             raise CharRNNError(f"--eval-every must be at least 1 (got {self.eval_every})")
+        validate_seed(self.seed)
         if self.impl not in IMPLEMENTATIONS:
             raise CharRNNError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
         if self.device not in DEVICES:

@@ -6,7 +6,9 @@ import codecs
 import hashlib
 import io
 import json
+import math
 import os
+import stat
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import BinaryIO, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from charrnn import corpora
+from charrnn import cache, corpora
 from charrnn.errors import CharRNNError
 from charrnn.vocab import UNKNOWN, Vocab, code_points, id_dtype
 
@@ -32,7 +34,10 @@ class Source:
 
     name: str
     open: Callable[[], BinaryIO]
-    path: Optional[Path] = None  # set for files: the key for the encoding cache
+    path: Optional[Path] = None  # set for regular files: the key for the encoding cache
+
+
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -41,10 +46,24 @@ class Corpus:
     vocab: Vocab
     name: str
     oov: int = 0  # characters dropped because the vocabulary lacks them
+    # Characters per file, for the built-in corpus only: its validation split is whole files spread over
+    # it, since its last tenth (alphabetically: xml, zipfile, ...) is not like the rest.
+    file_lengths: Optional[list[int]] = None
+
+    def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation ids: every k-th file of the built-in corpus, else the last fraction."""
+        if self.file_lengths is None:
+            return split(self.ids, val_fraction)
+        return split_by_files(self.ids, self.file_lengths, val_fraction)
 
 
 def file_source(path: Path) -> Source:
     return Source(str(path), lambda: open(path, "rb"), path)
+
+
+def stream_source(path: Path) -> Source:
+    """A FIFO or character device: read once, as it comes; not keyed for the cache (it has no contents to stat)."""
+    return Source(str(path), lambda: open(path, "rb"))
 
 
 def stdin_source() -> Source:
@@ -103,12 +122,23 @@ def resolve_sources(args: list[str]) -> list[Source]:
             sources.extend(directory_sources(path))
         elif path.is_file():
             sources.append(file_source(path))
+        elif path.exists():
+            sources.append(special_file_source(path))
         elif corpora.is_named_corpus(arg):
             sources.append(file_source(corpora.fetch(arg)))
         else:
             raise CharRNNError(f"{arg}: no such file or directory; give a text file, a directory, - for stdin, "
                                "or a corpus name from `charrnn corpus list`")
     return sources
+
+
+def special_file_source(path: Path) -> Source:
+    """A FIFO or a character device reads like stdin; any other kind of file is refused by its kind."""
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return stream_source(path)
+    kind = "a socket" if stat.S_ISSOCK(mode) else "a block device" if stat.S_ISBLK(mode) else "not a regular file"
+    raise CharRNNError(f"{path}: is {kind}, not text; give a text file, a directory, a FIFO or - for stdin")
 
 
 def corpus_name(args: list[str]) -> str:
@@ -142,25 +172,36 @@ def text_chunks(source: Source, encoding: str, errors: str) -> Iterator[str]:
                     f"{source.name}: not valid {encoding} at byte {offset - pending + error.start}; "
                     "pass --encoding to name the file's encoding, or --errors replace"
                 ) from None
+            except UnicodeError as error:  # e.g. utf-16 with no byte-order mark: the encoding needs a variant
+                raise CharRNNError(f"{source.name}: cannot be read as {encoding} ({error}); name the exact "
+                                   "encoding with --encoding, e.g. utf-16-le or utf-16-be") from None
             offset += len(chunk)
         try:
             yield decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
+        except UnicodeError:
             raise CharRNNError(
                 f"{source.name}: ends inside a {encoding} character; pass --errors replace to read it anyway"
             ) from None
 
 
-def point_chunks(sources: list[Source], encoding: str, errors: str) -> Iterator[np.ndarray]:
-    for source in sources:
+def point_chunks(sources: list[Source], encoding: str, errors: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the source, its next code points), source after source."""
+    for index, source in enumerate(sources):
         for text in text_chunks(source, encoding, errors):
             if text:
-                yield code_points(text)
+                yield index, code_points(text)
 
 
 def size_hint(sources: list[Source]) -> int:
     """Bytes in the files: at most that many characters in any byte-per-character-or-more encoding."""
     return sum(s.path.stat().st_size for s in sources if s.path is not None)
+
+
+def grown(ids: np.ndarray, needed: int) -> np.ndarray:
+    """A copy of `ids` with room for `needed` ids, at least doubled; it owns its memory, so it can shrink in place."""
+    bigger = np.empty(max(2 * len(ids), needed), dtype=ids.dtype)
+    bigger[: len(ids)] = ids
+    return bigger
 
 
 def encode_with_new_vocab(chunks: Iterator[np.ndarray], capacity: int) -> tuple[np.ndarray, Vocab]:
@@ -184,7 +225,7 @@ def encode_with_new_vocab(chunks: Iterator[np.ndarray], capacity: int) -> tuple[
             if id_dtype(len(seen)) != ids.dtype:
                 ids = ids.astype(id_dtype(len(seen)))
         if count + len(points) > len(ids):  # only when the files' size was unknown (stdin) or a wide encoding
-            ids = np.resize(ids, max(2 * len(ids), count + len(points)))
+            ids = grown(ids, count + len(points))
         ids[count : count + len(points)] = provisional
         count += len(points)
     if count == 0:
@@ -198,91 +239,123 @@ def encode_with_new_vocab(chunks: Iterator[np.ndarray], capacity: int) -> tuple[
     return ids, vocab
 
 
-def encode_sources(sources: list[Source], encoding: str, errors: str, vocab: Optional[Vocab]) -> tuple[np.ndarray, Vocab, int]:
+Encoded = tuple[np.ndarray, Vocab, int, list[int]]  # ids, vocabulary, characters dropped, characters per source
+
+
+def encode_sources(sources: list[Source], encoding: str, errors: str, vocab: Optional[Vocab]) -> Encoded:
     """Ids for the sources' characters, in one streaming pass; with `vocab`, unknown characters are dropped."""
+    lengths = [0] * len(sources)
     try:
         if vocab is None:
-            ids, vocab = encode_with_new_vocab(point_chunks(sources, encoding, errors), size_hint(sources))
-            return ids, vocab, 0
+            def tallied(chunks):
+                for index, points in chunks:
+                    lengths[index] += len(points)
+                    yield points
+
+            ids, vocab = encode_with_new_vocab(tallied(point_chunks(sources, encoding, errors)), size_hint(sources))
+            return ids, vocab, 0, lengths
         pieces, oov = [], 0
-        for points in point_chunks(sources, encoding, errors):
+        for index, points in point_chunks(sources, encoding, errors):
             looked_up = vocab.lookup(points)
-            known = looked_up != UNKNOWN
-            oov += int(len(points) - known.sum())
-            pieces.append(looked_up[known].astype(vocab.dtype))
+            known = looked_up[looked_up != UNKNOWN]
+            oov += len(points) - len(known)
+            lengths[index] += len(known)
+            pieces.append(known.astype(vocab.dtype))
         ids = np.concatenate(pieces) if pieces else np.empty(0, dtype=vocab.dtype)
-        return ids, vocab, oov
+        return ids, vocab, oov, lengths
     except LookupError:
         raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
     except OSError as error:
         raise CharRNNError(f"cannot read the corpus: {error.strerror or error}") from None
 
 
-def cache_dir() -> Path:
-    """Where encoded corpora are kept: $CHARRNN_CACHE_DIR, else the platform's user cache."""
-    if os.environ.get("CHARRNN_CACHE_DIR"):
-        return Path(os.environ["CHARRNN_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "charrnn"
+def encoded_dir() -> Path:
+    return cache.user_cache_dir() / "encoded"
 
 
 def cache_key(sources: list[Source], encoding: str, errors: str, vocab: Optional[Vocab]) -> Optional[str]:
-    """A key that changes whenever a file changes; None when a source (stdin) cannot be keyed."""
+    """A key that changes whenever a file changes; None when a source (stdin, a FIFO) cannot be keyed."""
     if any(s.path is None for s in sources):
         return None
     files = []
     for source in sources:
-        stat = source.path.stat()
+        status = source.path.stat()
         # ctime and inode too: a file replaced by rename (rsync -t, cp -p) may keep its size and mtime.
-        files.append([str(source.path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino])
+        files.append([str(source.path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino])
     material = json.dumps([files, encoding, errors, vocab.chars if vocab else None])
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def read_cached(key: str) -> Optional[tuple[np.ndarray, Vocab, int]]:
-    folder = cache_dir() / "encoded"
+def read_cached(key: str, log: Optional[Log]) -> Optional[Encoded]:
+    """The cached encoding, or None if there is none; a damaged one is named, removed, and so rebuilt."""
+    folder = encoded_dir()
+    ids_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    if not ids_path.exists():
+        return None
     try:
-        meta = json.loads((folder / f"{key}.json").read_text("utf-8"))
-        ids = np.load(folder / f"{key}.npy", mmap_mode="r")
-        return ids, Vocab(meta["chars"]), meta["oov"]
-    except (OSError, ValueError, KeyError):
+        meta = json.loads(meta_path.read_text("utf-8"))
+        ids = np.load(ids_path, mmap_mode="r")
+        vocab, lengths = Vocab(meta["chars"]), [int(n) for n in meta["lengths"]]
+        if ids.ndim != 1 or ids.dtype != vocab.dtype or sum(lengths) != len(ids) or \
+                (len(ids) and int(ids.max()) >= len(vocab)):
+            raise ValueError("its ids do not match its vocabulary")
+        return ids, vocab, int(meta["oov"]), lengths
+    except (OSError, ValueError, KeyError, TypeError, CharRNNError) as error:
+        if log:
+            log(f"the cached encoding {ids_path} is damaged ({error}); encoding the corpus again")
+        for damaged in (ids_path, meta_path):
+            damaged.unlink(missing_ok=True)
         return None
 
 
-def write_cached(key: str, ids: np.ndarray, vocab: Vocab, oov: int) -> None:
-    """Best effort: a cache that cannot be written only costs a re-encode next time."""
-    folder = cache_dir() / "encoded"
+def write_cached(key: str, encoded: Encoded) -> None:
+    """Best effort: a cache that cannot be written only costs a re-encode next time.
+
+    Private (0700 and 0600): the ids are a verbatim copy of the user's text.
+    """
+    ids, vocab, oov, lengths = encoded
+    meta = json.dumps({"chars": vocab.chars, "oov": oov, "lengths": lengths}).encode("utf-8", "surrogatepass")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for suffix, write in ((".npy", lambda f: np.save(f, ids)),
-                              (".json", lambda f: f.write(json.dumps({"chars": vocab.chars, "oov": oov}).encode()))):
-            temporary = folder / f"{key}{suffix}.tmp{os.getpid()}"
-            with open(temporary, "wb") as f:
+        folder = cache.private_directory(encoded_dir())
+        cache.remove_orphans(folder)
+        for suffix, write in ((".npy", lambda f: np.save(f, ids)), (".json", lambda f: f.write(meta))):
+            target = folder / f"{key}{suffix}"
+            temporary = cache.temporary_name(target)
+            with cache.open_private(temporary) as f:
                 write(f)
-            os.replace(temporary, folder / f"{key}{suffix}")
+            os.replace(temporary, target)
     except OSError:
         pass
 
 
 def load_corpus(args: list[str], encoding: str = "utf-8", errors: str = "strict",
-                vocab: Optional[Vocab] = None, use_cache: bool = True) -> Corpus:
+                vocab: Optional[Vocab] = None, use_cache: bool = True, log: Optional[Log] = None) -> Corpus:
     """Read and encode a corpus; with `vocab`, characters it lacks are dropped and counted."""
     sources = resolve_sources(args)
     key = cache_key(sources, encoding, errors, vocab) if use_cache else None
-    cached = read_cached(key) if key else None
-    if cached:
-        ids, vocab, oov = cached
-    else:
-        ids, vocab, oov = encode_sources(sources, encoding, errors, vocab)
+    encoded = read_cached(key, log) if key else None
+    if encoded is None:
+        encoded = encode_sources(sources, encoding, errors, vocab)
         if key:
-            write_cached(key, ids, vocab, oov)
-    return Corpus(ids, vocab, corpus_name(args), oov)
+            write_cached(key, encoded)
+    ids, vocab, oov, lengths = encoded
+    return Corpus(ids, vocab, corpus_name(args), oov, file_lengths=lengths if not args else None)
 
 
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """The first part trains, the last `val_fraction` validates (the char-rnn convention)."""
     n_val = int(len(ids) * val_fraction)
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+
+
+def split_by_files(ids: np.ndarray, file_lengths: list[int], val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Whole files spread evenly over the corpus validate (every tenth, at 0.1); the others train."""
+    starts = np.cumsum([0, *file_lengths])
+    train, val = [ids[:0]], [ids[:0]]
+    for index in range(len(file_lengths)):
+        held_out = math.floor((index + 1) * val_fraction) > math.floor(index * val_fraction)
+        (val if held_out else train).append(ids[starts[index] : starts[index + 1]])
+    return np.concatenate(train), np.concatenate(val)
 
 
 IGNORE = -100  # a target the loss skips (cross_entropy's ignore_index): padding after the last character

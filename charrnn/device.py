@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from typing import Optional
 
 import torch
 
@@ -23,6 +25,18 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise CharRNNError(f"unknown --device {name!r}; choose auto, cpu, cuda or mps")
     return torch.device(name)
+
+
+def memory_bytes(device: torch.device) -> Optional[int]:
+    """The device's whole memory (a GPU's, or the machine's RAM for the CPU); None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None
 
 
 def backend_name(device: torch.device, impl: str) -> str:

@@ -4,19 +4,26 @@ Outside torchrun (or with one process) every helper here is a no-op, so the trai
 same either way. Under `torchrun --nproc-per-node N -m charrnn train ...` each process is one rank:
 it trains on its own streams of the corpus, DistributedDataParallel averages the gradients, and
 only rank 0 writes files and progress.
+
+What the processes send each other are tensors (numbers, bytes), never pickled Python objects: an
+unpickled object from a peer, or from anyone who reaches its port, could run code. The one structured
+message, rank 0's last.pt on --resume, is read back with the loader checkpoints use (weights_only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import re
 import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Callable, Iterator, NoReturn, Optional, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -91,56 +98,99 @@ class Group:
     def mean(self, value: float) -> float:
         return self.sum(value)[0] / self.world_size
 
-    def gather(self, value: T) -> list[T]:
-        """Every rank's `value` (any picklable object), in rank order, on every rank."""
+    def gather_tensors(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's `tensor` (one shape and dtype on all ranks), in rank order, on the CPU."""
         if not self.active:
-            return [value]
-        values: list = [None] * self.world_size
-        dist.all_gather_object(values, value)
-        return values
+            return [tensor]
+        local = tensor.to(self.device).contiguous()  # NCCL moves only tensors on the rank's own GPU
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(parts, local)
+        return [part.cpu() for part in parts]
+
+    def gather_bytes(self, data: bytes) -> list[bytes]:
+        """Every rank's `data`, in rank order: the lengths first, then the bytes padded to the longest."""
+        if not self.active:
+            return [data]
+        lengths = [int(n) for n in self.gather_tensors(torch.tensor([len(data)], dtype=torch.int64))]
+        if max(lengths) == 0:
+            return [b""] * self.world_size
+        padded = torch.zeros(max(lengths), dtype=torch.uint8)
+        padded[: len(data)] = byte_tensor(data)
+        return [part[:n].numpy().tobytes() for part, n in zip(self.gather_tensors(padded), lengths)]
+
+    def broadcast_bytes(self, data: Optional[bytes]) -> bytes:
+        """Rank 0's `data` on every rank (the others pass None): its length first, then the bytes."""
+        if not self.active:
+            return data
+        length = torch.tensor([len(data) if self.is_main else 0], dtype=torch.int64, device=self.device)
+        dist.broadcast(length, src=0)
+        buffer = (byte_tensor(data).to(self.device) if self.is_main
+                  else torch.empty(int(length), dtype=torch.uint8, device=self.device))
+        dist.broadcast(buffer, src=0)
+        return data if self.is_main else buffer.cpu().numpy().tobytes()
+
+    def stop_all(self, message: str) -> NoReturn:
+        """Stop every rank with `message`, which all of them reached: rank 0 reports it, the others echo it."""
+        outlive_torchrun_stop()
+        raise CharRNNError(message) if self.is_main else EchoedError(message)
+
+    def on_every_rank(self, work: Callable[[], T]) -> T:
+        """Run `work` on every rank; if it fails on any, every rank stops and rank 0 alone reports it.
+
+        So a bad corpus gives the job one error line, not one per process. A failure on another rank only
+        (a file missing on one machine) is reported as that process's.
+        """
+        if not self.active:
+            return work()
+        try:
+            value, failure = work(), ""
+        except CharRNNError as error:
+            value, failure = None, str(error) or type(error).__name__
+        failures = [data.decode("utf-8", "replace")
+                    for data in self.gather_bytes(failure.encode("utf-8", "backslashreplace"))]
+        failed = next((rank for rank, said in enumerate(failures) if said), None)
+        if failed is not None:
+            self.stop_all(failures[failed] if failed == 0 else f"process {failed}: {failures[failed]}")
+        return value
 
     def from_main(self, work: Callable[[], T]) -> T:
         """Run `work` on rank 0 only and hand every rank its result, or the same CharRNNError.
 
         Only rank 0 touches the run directory; on several machines the others may not even see it.
+        The result travels as torch.save bytes and is read with the safe loader, like a checkpoint.
         """
         if not self.active:
             return work()
-        outcome: list = [None]
-        if self.is_main:
-            try:
-                outcome[0] = ("ok", work())
-            except CharRNNError as error:
-                outcome[0] = ("error", str(error))
-                dist.broadcast_object_list(outcome, src=0)
-                raise
-        dist.broadcast_object_list(outcome, src=0)
-        status, value = outcome[0]
-        if status == "error":
-            raise EchoedError(value)
-        return value
+        value = self.on_every_rank(work if self.is_main else lambda: None)
+        sent = self.broadcast_bytes(packed(value) if self.is_main else None)
+        return value if self.is_main else unpacked(sent)
 
-    def check_same(self, value, message: str) -> None:
-        """Raise `message` on every rank unless all ranks hold the same `value` (e.g. the corpus they read)."""
-        values = self.gather(value)
-        if any(v != values[0] for v in values):
-            differing = [rank for rank, v in enumerate(values) if v != values[0]]
-            error = CharRNNError if self.is_main else EchoedError
-            raise error(f"{message} (process(es) {', '.join(map(str, differing))} differ from process 0)")
+    def check_same(self, digest: Callable[[], bytes], message: str) -> None:
+        """Stop every rank with `message` unless `digest()` (e.g. of the corpus each read) is the same on all.
+
+        Alone, a process has nothing to compare, so it does not compute the digest.
+        """
+        if not self.active:
+            return
+        digests = self.gather_bytes(digest())
+        differing = [rank for rank, d in enumerate(digests) if d != digests[0]]
+        if differing:
+            self.stop_all(f"{message} (process(es) {', '.join(map(str, differing))} differ from process 0)")
 
     def resume_state(self, hidden, rng: dict) -> Optional[dict]:
         """What last.pt needs from every rank: the whole batch's carried state and each rank's RNG.
 
         A collective: every rank calls it; rank 0 gets the entries, the others None (they write nothing).
+        Every rank carries as many streams, so the shares gather as tensors of one shape.
         """
-        shares = self.gather((hidden, rng))
+        parts = hidden if isinstance(hidden, tuple) else (hidden,)
+        wholes = tuple(torch.cat(self.gather_tensors(part), dim=1) for part in parts)
+        gathered_rng = {name: self.gather_tensors(state) for name, state in rng.items()}
         if not self.is_main:
             return None
-        states = [state for state, _ in shares]
-        whole = (tuple(torch.cat(parts, dim=1) for parts in zip(*states)) if isinstance(hidden, tuple)
-                 else torch.cat(states, dim=1))
-        return {"hidden_state": whole, "rng": shares[0][1], "rank_rng": [r for _, r in shares],
-                "world_size": self.world_size}
+        rank_rng = [{name: states[rank] for name, states in gathered_rng.items()} for rank in range(self.world_size)]
+        return {"hidden_state": wholes if isinstance(hidden, tuple) else wholes[0], "rng": rank_rng[0],
+                "rank_rng": rank_rng, "world_size": self.world_size}
 
     def resumed_share(self, saved: dict):
         """This rank's rows of the carried state in last.pt, and its RNG states."""
@@ -172,6 +222,45 @@ class Group:
             return windows
         rows = self.rows(windows.batch_size)
         return Windows(windows.inputs[rows], windows.targets[rows], windows.seq_len)
+
+
+def byte_tensor(data: bytes) -> torch.Tensor:
+    """`data` as a uint8 tensor (a copy: torch wants a writable buffer, and bytes are not)."""
+    return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
+
+
+def packed(value) -> bytes:
+    """`value` (tensors and plain data, like a checkpoint) as torch.save bytes."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def unpacked(data: bytes):
+    """What `packed` made, read with weights_only: bytes from another process cannot run code here."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # refused (pickle.UnpicklingError) or not torch.save bytes at all
+        raise CharRNNError(f"refused what process 0 sent: it holds more than tensors and plain data "
+                           f"({first_line(error)}); is something other than this job on its port?") from None
+
+
+def corpus_digest(ids: np.ndarray, chars: str) -> bytes:
+    """A corpus in 32 bytes, its vocabulary and every id (sha256): what the ranks compare, not the corpus itself."""
+    text = chars.encode("utf-8", "surrogatepass")
+    hashed = hashlib.sha256(len(text).to_bytes(8, "little") + text)
+    hashed.update(np.ascontiguousarray(ids))
+    return hashed.digest()
+
+
+def outlive_torchrun_stop() -> None:
+    """Ignore SIGTERM in a process that is about to stop with an error (and exit on its own).
+
+    torchrun sends SIGTERM to the others as soon as one process exits: without this, rank 0 could be
+    stopped before printing the job's one error line, and a stopped rank would say it was interrupted.
+    """
+    if launched_world_size() > 1 and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def start(device_name: str) -> Group:
@@ -246,9 +335,7 @@ def stopped_peers(run_dir: Optional[Path]) -> Iterator[None]:
     except RuntimeError as error:
         if launched_world_size() <= 1 or not lost_peer(error):
             raise
-        if threading.current_thread() is threading.main_thread():
-            # torchrun is about to send SIGTERM to end the job: let this process first say why it stops.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        outlive_torchrun_stop()  # torchrun is about to end the job: let this process first say why it stops
         rank = os.environ.get("RANK", "?")
         last = Path(run_dir) / "last.pt" if run_dir else None
         then = (f"the last checkpoint, {last}, is intact: continue with --resume" if last and last.is_file()

@@ -3,3 +3,9 @@
 
 class CharRNNError(Exception):
     """A problem the user can act on: the message says what is wrong and what to do."""
+
+
+def escaped(text: str) -> str:
+    """Text with what a terminal would act on (escape sequences, newlines, bidi controls) written out as
+    \\x1b, \\n, \\u202e: strings from a file anyone may have written are shown, never obeyed."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)

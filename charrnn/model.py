@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Optional, Union
 
 import torch
 from torch import nn
 
-from charrnn.cells import recurrent_stack
+from charrnn.cells import GATES, recurrent_stack
 from charrnn.config import ModelConfig, from_dict
 
 State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
@@ -59,8 +61,31 @@ def detach_state(state: State) -> State:
     return state.detach()
 
 
+def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every weight a network of this config has, in torch's layout, without building it.
+
+    (Building one on the meta device would do, but its first use imports torch._dynamo: a second or more.)
+    """
+    rows = GATES[config.model] * config.hidden  # the gates' weights stacked, as torch lays them out
+    shapes = {"embedding.weight": (config.vocab_size, config.embed)}
+    for layer in range(config.layers):
+        shapes.update({f"rnn.weight_ih_l{layer}": (rows, config.embed if layer == 0 else config.hidden),
+                       f"rnn.weight_hh_l{layer}": (rows, config.hidden),
+                       f"rnn.bias_ih_l{layer}": (rows,), f"rnn.bias_hh_l{layer}": (rows,)})
+    shapes.update({"head.weight": (config.vocab_size, config.hidden), "head.bias": (config.vocab_size,)})
+    return shapes
+
+
+def training_bytes(config: ModelConfig) -> int:
+    """Memory the parameters take while training in fp32: weights, gradients and AdamW's two moments."""
+    return 16 * sum(math.prod(shape) for shape in parameter_shapes(config).values())
+
+
 def model_from_checkpoint(payload: dict, impl: str = "fused", device: Optional[torch.device] = None) -> CharRNN:
-    """Rebuild the trained network from a checkpoint, in either implementation, on any device."""
+    """Rebuild the trained network from a checkpoint, in either implementation, on any device.
+
+    The payload comes from checkpoint.load_checkpoint, which has held its config to its weights: the
+    network built here is the size of the file, whatever a stranger's config claimed."""
     model = CharRNN(from_dict(ModelConfig, payload["model_config"]), impl=impl)
     model.load_state_dict(payload["model"])
     model.eval()

@@ -19,7 +19,7 @@ def read_history(checkpoint_path: Path, payload: dict) -> list[dict]:
     if metrics.is_file():
         try:
             rows = [json.loads(line) for line in metrics.read_text("utf-8").splitlines() if line.strip()]
-            if len(rows) >= len(history):
+            if len(rows) >= len(history) and all(isinstance(row, dict) for row in rows):
                 return rows
         except (OSError, ValueError):
             pass
@@ -28,7 +28,7 @@ def read_history(checkpoint_path: Path, payload: dict) -> list[dict]:
 
 def series(history: list[dict], key: str) -> list[tuple[float, float]]:
     return [(row["step"], row[key]) for row in history
-            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key]) and "step" in row]
+            if all(isinstance(row.get(name), (int, float)) and math.isfinite(row[name]) for name in (key, "step"))]
 
 
 def terminal_curve(history: list[dict], width: int = 64, height: int = 12) -> str:

@@ -2,34 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+import math
+from typing import Iterable, Iterator, Optional, Union
 
+import numpy as np
 import torch
 
+from charrnn.config import validate_seed
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, State
 from charrnn.stepper import Stepper, resolve_weight_precision
-from charrnn.vocab import Vocab
+from charrnn.vocab import UNKNOWN, Vocab, code_points
+
+# Characters of the prime read per forward call, the state carried from one call to the next. The
+# call's activations grow with its length (a 5 MB prime in one call wanted 6.4 GB on a 1x32 LSTM),
+# so a prime of any length, even an endless one piped in, is read in memory of this size.
+PRIME_CHUNK = 4096
 
 
-def validate_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float], length: int) -> None:
-    if temperature < 0:
-        raise CharRNNError(f"--temp must be 0 (greedy) or more (got {temperature})")
+def validate_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float], length: int,
+                      seed: Optional[int] = None) -> None:
+    # Written so that NaN fails each test: it compares false with everything.
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise CharRNNError(f"--temp must be 0 (greedy) or a finite number above it (got {temperature})")
     if top_k is not None and top_k < 1:
         raise CharRNNError(f"--top-k must be at least 1 (got {top_k})")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise CharRNNError(f"--top-p must be in (0, 1] (got {top_p})")
     if length < 0:
         raise CharRNNError(f"--length must be 0 or more (got {length})")
+    validate_seed(seed)
+
+
+def prime_ids(vocab: Vocab, prime: str) -> np.ndarray:
+    """The prime's ids; refused, naming the characters, when the model cannot read some of them."""
+    ids = vocab.lookup(code_points(prime))
+    if (ids == UNKNOWN).any():  # one vectorized test; the slow naming only on the way out
+        raise CharRNNError(
+            f"the prime has characters the model never saw: {', '.join(map(repr, vocab.unknown_chars(prime)))}; "
+            "leave them out of --prime (or stdin), or train on text that has them")
+    return ids.astype(np.int64)
 
 
 def check_prime(vocab: Vocab, prime: str) -> None:
     """Refuse, before any text is written, a prime with characters the model cannot read."""
-    unknown = vocab.unknown_chars(prime)
-    if unknown:
-        raise CharRNNError(
-            f"the prime has characters the model never saw: {', '.join(map(repr, unknown))}; "
-            "leave them out of --prime (or stdin), or train on text that has them")
+    prime_ids(vocab, prime)
+
+
+def checked_pieces(vocab: Vocab, pieces: Iterable[str]) -> Iterator[str]:
+    """Pass a streamed prime on piece by piece, each refused before anything after it (the echo) sees it."""
+    for piece in pieces:
+        check_prime(vocab, piece)
+        yield piece
+
+
+def read_prime(model: CharRNN, vocab: Vocab, pieces: Iterable[str],
+               device: torch.device) -> tuple[Optional[torch.Tensor], Optional[State]]:
+    """The logits after the prime's last character, and the state: PRIME_CHUNK characters per call, so
+    memory stays that of one chunk however long the prime. (None, None) for an empty prime."""
+    logits, state = None, None
+    for piece in pieces:
+        for start in range(0, len(piece), PRIME_CHUNK):
+            ids = torch.from_numpy(prime_ids(vocab, piece[start : start + PRIME_CHUNK])).to(device)
+            chunk_logits, state = model(ids.unsqueeze(0), state)
+            logits = chunk_logits[:, -1]
+    return logits, state
 
 
 def filter_logits(logits: torch.Tensor, top_k: Optional[int], top_p: Optional[float]) -> torch.Tensor:
@@ -62,25 +99,26 @@ def choose(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p
 
 
 @torch.inference_mode()
-def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 1000, temperature: float = 1.0,
+def generate(model: CharRNN, vocab: Vocab, prime: Union[str, Iterable[str]] = "", length: int = 1000, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
              num_samples: int = 1, device: Optional[torch.device] = None, precision: str = "auto") -> Iterator[list[str]]:
     """Yield, for each new position, the next character of every sample.
 
+    `prime` is a string, or its pieces as they arrive (a stream, read lazily: see `read_prime`).
     `precision` is how the steps store the weights (see `stepper.WEIGHT_PRECISIONS`); the prime is
     always read by the model itself, in fp32.
     """
-    validate_sampling(temperature, top_k, top_p, length)
+    validate_sampling(temperature, top_k, top_p, length, seed)
     device = device or next(model.parameters()).device
     precision = resolve_weight_precision(precision, device, num_samples)
     model.eval()
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
-    # With no prime, start as at the beginning of a line, so the first character is a likely one.
-    context = prime or ("\n" if "\n" in vocab else vocab.chars[0])
-    # The prime is read once, in one call over the whole sequence; every sample continues from it.
-    logits, state = model(torch.from_numpy(vocab.encode(context)).to(device).unsqueeze(0))
-    logits = logits[:, -1].expand(num_samples, -1)
+    # The prime is read once, for all samples: every sample continues from its state.
+    logits, state = read_prime(model, vocab, [prime] if isinstance(prime, str) else prime, device)
+    if logits is None:  # no prime: start as at the beginning of a line, so the first character is a likely one
+        logits, state = read_prime(model, vocab, ["\n" if "\n" in vocab else vocab.chars[0]], device)
+    logits = logits.expand(num_samples, -1)
     stepper = Stepper(model, state, precision)
     stepper.repeat(num_samples)
     for _ in range(length):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -9,19 +10,20 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, distributed, finetune
+from charrnn import cache, checkpoint, distributed, finetune, rundir
 from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, to_dict
-from charrnn.data import evaluation_windows, load_corpus, split, training_windows
-from charrnn.device import autocast, backend_name, resolve_precision
+from charrnn.data import evaluation_windows, load_corpus, training_windows
+from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import total_loss
-from charrnn.model import CharRNN, detach_state
+from charrnn.model import CharRNN, detach_state, training_bytes
 from charrnn.progress import Reporter, format_duration, format_stats
 
 METRICS = "metrics.jsonl"
@@ -46,6 +48,15 @@ class RunProgress:
     history: list = field(default_factory=list)  # one dict per evaluation
 
 
+@contextlib.contextmanager
+def interrupted_before_training() -> Iterator[None]:
+    """Around a run's set-up: Ctrl-C or SIGTERM there ends the run with one line, nothing saved."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise TrainingInterrupted("interrupted before training started; nothing was saved", signal.SIGINT) from None
+
+
 class StopSignals:
     """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step."""
 
@@ -60,8 +71,9 @@ class StopSignals:
         return self
 
     def _handle(self, number, frame):
-        if self.received is not None and number == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
+        if self.received is not None and number == signal.SIGINT:  # a second Ctrl-C means now
+            raise TrainingInterrupted("interrupted again: stopped at once; the run's last checkpoint is intact, "
+                                      "continue with --resume", number)
         self.received = number
 
     def __exit__(self, *exc):
@@ -104,33 +116,17 @@ def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=fused or None)
 
 
-def prepare_run_directory(out_dir: Path, resume: bool, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CharRNNError(f"--out {out_dir} is an existing file; name a directory for the run")
-    has_run = (out_dir / checkpoint.LAST).exists() or (out_dir / checkpoint.BEST).exists()
-    if resume and not (out_dir / checkpoint.LAST).is_file():
-        raise CharRNNError(f"{out_dir}: no {checkpoint.LAST} to resume from; train without --resume first")
-    if has_run and not resume and not force:
-        raise CharRNNError(f"{out_dir} already holds a run; continue it with --resume, or pass --out NEW_DIR, or --force to overwrite")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise CharRNNError(f"cannot write to the run directory {out_dir} ({error.strerror or error}); choose another with --out") from None
-
-
 def open_run_directory(out_dir: Path, resume: bool, force: bool) -> Optional[dict]:
     """Check (and create) the run directory; on --resume, the last.pt to continue from."""
-    prepare_run_directory(out_dir, resume, force)
+    rundir.prepare(out_dir, resume, force)
     return checkpoint.load_checkpoint(out_dir / checkpoint.LAST) if resume else None
 
 
 def write_metrics(out_dir: Path, history: list) -> None:
     """Start metrics.jsonl from the run's own record: empty for a new run (--force starts afresh), and
     on --resume without the lines a killed run wrote after its last checkpoint (those steps run again)."""
-    path, temporary = out_dir / METRICS, out_dir / f".{METRICS}.tmp"
+    path = out_dir / METRICS
+    temporary = cache.temporary_name(path)
     try:
         temporary.write_text("".join(json.dumps(entry) + "\n" for entry in history), encoding="utf-8")
         os.replace(temporary, path)
@@ -138,13 +134,13 @@ def write_metrics(out_dir: Path, history: list) -> None:
         raise CharRNNError(f"cannot write {path} ({error.strerror or error}); choose another run directory with --out") from None
 
 
-def free_run_directory(base: Path) -> Path:
-    """`base`, or `base-2`, `base-3`, ... : a default run never overwrites an earlier one."""
-    candidate, number = base, 1
-    while (candidate / checkpoint.LAST).exists() or (candidate / checkpoint.BEST).exists():
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
+def require_memory(config: ModelConfig, device: torch.device) -> None:
+    """Refuse a network whose parameters alone would not fit, before torch tries to allocate it."""
+    needed, available = training_bytes(config), memory_bytes(device)
+    if available is not None and needed > available:
+        raise CharRNNError(f"a {config.layers}x{config.hidden} {config.model} needs about {needed / 1e9:,.0f} GB "
+                           f"to train (weights, gradients, optimizer state) and this {device.type} has "
+                           f"{available / 1e9:,.0f} GB; choose a smaller --hidden, --layers or --embed")
 
 
 def rng_states(device: torch.device) -> dict:
@@ -203,24 +199,27 @@ class Trainer:
         self.init_from = saved.get("init_from") if saved is not None else (finetune.init_record(init) if init else None)
         if self.init_from is not None:
             base_chars = init["vocab"] if saved is None else saved["vocab"][: self.init_from["vocab_size"]]
-            self.corpus = finetune.load_extended_corpus(corpus_args, base_chars, encoding, errors)
+            read = partial(finetune.load_extended_corpus, corpus_args, base_chars, encoding, errors)
         else:
-            self.corpus = load_corpus(corpus_args, encoding, errors)
+            read = partial(load_corpus, corpus_args, encoding, errors, log=self.reporter.log)
+        self.corpus = self.group.on_every_rank(read)  # under torchrun, a bad corpus is one error line, not one per rank
         self.encoding, self.errors = encoding, errors
-        if saved is not None and self.corpus.vocab.chars != saved["vocab"]:
-            raise CharRNNError(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
-        self.group.check_same((len(self.corpus.ids), self.corpus.vocab.chars),
+        self.group.check_same(lambda: distributed.corpus_digest(self.corpus.ids, self.corpus.vocab.chars),
                               "the processes read different corpora; every machine needs the same corpus files")
+        if saved is not None and self.corpus.vocab.chars != saved["vocab"]:  # the same verdict on every rank
+            self.group.stop_all(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
         if budget_defaulted:  # said once the corpus has loaded, so that bad input gets its one error line alone
             self.reporter.log(f"no --steps or --time given: training for {format_duration(DEFAULT_TIME_BUDGET_S)}")
         self.corpus_args = [a if a == "-" else str(Path(a).resolve()) for a in corpus_args]
         self.model_config = replace(model_config, vocab_size=len(self.corpus.vocab))
-        train_ids, val_ids = split(self.corpus.ids, train_config.val_fraction)
+        train_ids, val_ids = self.corpus.split(train_config.val_fraction)
         # The global batch is batch_size streams per process; each process trains on its own share of them.
-        self.windows = self.group.shard(training_windows(train_ids, train_config.batch_size * self.group.world_size,
-                                                         train_config.seq_len))
+        windows = self.group.on_every_rank(partial(training_windows, train_ids, train_config.batch_size * self.group.world_size,
+                                                   train_config.seq_len))  # too short a corpus: one line for the job
+        self.windows = self.group.shard(windows)
         self.val_windows = evaluation_windows(val_ids, train_config.seq_len) if len(val_ids) >= 2 else None
 
+        require_memory(self.model_config, self.device)
         torch.manual_seed(train_config.seed)
         self.model = CharRNN(self.model_config, impl=train_config.impl).to(self.device)
         self.optimizer = make_optimizer(self.model, train_config)
@@ -391,4 +390,6 @@ class Trainer:
 
 def train(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options) -> dict:
     """Train a run to the end of its budget; see Trainer for the options."""
-    return Trainer(corpus_args, model_config, train_config, out_dir, **options).run()
+    with rundir.removed_if_unused(Path(out_dir)), interrupted_before_training():
+        trainer = Trainer(corpus_args, model_config, train_config, out_dir, **options)
+    return trainer.run()

@@ -17,20 +17,34 @@ import torch
 
 from charrnn.errors import CharRNNError
 from charrnn.model import model_from_checkpoint
-from charrnn.vocab import Vocab
+from charrnn.streams import refuse_binary, text_input
+from charrnn.vocab import UNKNOWN, Vocab, code_points
 
 GATE_KINDS = ("input_gate", "forget_gate", "output_gate", "reset_gate", "update_gate")  # sigmoids: 0..1
 
 
 @dataclass
 class Trace:
-    """A text as the model read it: per (layer, kind) an array [chars, units], and -log2 p per character."""
+    """A text as the model read it: per (layer, kind) an array [chars, units], and -log2 p per character.
+
+    Characters the model never saw are skipped as `eval` and `score` skip them: the model reads the
+    others, and the skipped ones' rows are NaN (`known` is False there).
+    """
 
     text: str
     activations: dict[tuple[int, str], np.ndarray]
     surprise: np.ndarray  # bits: how unexpected each character was, given the ones before it
     layers: int = 0
     kinds: list[str] = field(default_factory=list)
+    known: Optional[np.ndarray] = None  # per character: did the model read it? None: all of them
+
+    def __post_init__(self):
+        if self.known is None:
+            self.known = np.ones(len(self.text), dtype=bool)
+
+    @property
+    def unseen(self) -> int:
+        return int((~self.known).sum())
 
 
 @torch.inference_mode()
@@ -39,16 +53,48 @@ def trace_text(payload: dict, text: str, device: Optional[torch.device] = None) 
     if not text:
         raise CharRNNError("nothing to look at: the text is empty; pass --text, a FILE, or pipe text in")
     vocab = Vocab(payload["vocab"])
+    looked_up = vocab.lookup(code_points(text))
+    known = looked_up != UNKNOWN
+    if not known.any():
+        raise CharRNNError(f"the model never saw any character of this text ({vocab.unknown_chars(text)[:20]!r}); "
+                           "give text like its training corpus")
     model = model_from_checkpoint(payload, impl="cells", device=device)  # same weights, the cells can show their gates
-    start = "\n" if "\n" in vocab else vocab.chars[0]
-    ids = torch.from_numpy(vocab.encode(start + text)).unsqueeze(0).to(device or "cpu")
+    start = vocab.chars.index("\n") if "\n" in vocab else 0
+    ids = torch.from_numpy(np.append(start, looked_up[known]).astype(np.int64)).unsqueeze(0).to(device or "cpu")
     outputs, _, internals = model.rnn.trace(model.embedding(ids))
-    # Position 0 reads the start character; position t+1 has just read text[t].
-    activations = {(layer, kind): values[0, 1:].float().cpu().numpy()
+    # Position 0 reads the start character; position t+1 has just read the t-th known character.
+    activations = {(layer, kind): spread(values[0, 1:].float().cpu().numpy(), known)
                    for layer, per_kind in enumerate(internals) for kind, values in per_kind.items()}
     log_probs = torch.log_softmax(model.head(outputs).float(), dim=-1)[0, :-1]
     surprise = -log_probs.gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1) / math.log(2)
-    return Trace(text, activations, surprise.cpu().numpy(), layers=len(internals), kinds=list(internals[0]))
+    return Trace(text, activations, spread(surprise.cpu().numpy(), known), layers=len(internals),
+                 kinds=list(internals[0]), known=known)
+
+
+def spread(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Rows for the known characters placed at their positions in the text; NaN for the others."""
+    full = np.full((len(known), *values.shape[1:]), np.nan, dtype=values.dtype)
+    full[known] = values
+    return full
+
+
+def unseen_note(trace: Trace) -> str:
+    """What the title says about skipped characters: nothing when there were none."""
+    count = trace.unseen
+    if not count:
+        return ""
+    return f"; {count} character{'s' if count > 1 else ''} the model never saw, shown uncoloured"
+
+
+def read_text(name: str, max_chars: int, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """The first `max_chars` characters of a file, FIFO, device or stdin (`-`): the rest is never read,
+    so an endless input (`/dev/zero`, a pipe that stays open) is cut, not swallowed."""
+    # newline=None: a CRLF file shows as lines, as a text editor would show it
+    with text_input(name, encoding, errors, newline=None) as stream:
+        text = stream.read(max_chars)
+    if errors == "strict":
+        refuse_binary(name, text)
+    return text
 
 
 # Features: one number per character of the text, for the units to be compared against.
@@ -123,7 +169,8 @@ class Unit:
         return f"layer {self.layer} {self.kind} unit {self.index}"
 
     def as_dict(self) -> dict:
-        return {"layer": self.layer, "kind": self.kind, "unit": self.index, "correlation": self.correlation}
+        correlation = None if math.isnan(self.correlation) else self.correlation  # JSON has no NaN
+        return {"layer": self.layer, "kind": self.kind, "unit": self.index, "correlation": correlation}
 
 
 def feature_values(name: str, text: str) -> np.ndarray:
@@ -149,9 +196,9 @@ def rank_units(trace: Trace, feature: np.ndarray, top: int = 5) -> list[Unit]:
     """The units, over every layer and kind, whose activation tracks the feature best (largest |r|)."""
     if top < 1:
         raise CharRNNError(f"--top must be at least 1 (got {top})")
-    found = []
+    found, known = [], trace.known
     for (layer, kind), values in trace.activations.items():
-        r = correlations(values.astype(np.float64), feature)
+        r = correlations(values[known].astype(np.float64), feature[known])
         for index in np.argsort(-np.abs(r))[:top]:
             found.append(Unit(layer, kind, int(index), float(r[index])))
     found.sort(key=lambda unit: -abs(unit.correlation))
@@ -169,7 +216,7 @@ def pick_unit(trace: Trace, layer: Optional[int], kind: Optional[str], index: Op
         raise CharRNNError(f"--kind {kind!r} is not part of this model; choose one of {', '.join(trace.kinds)}")
     values = trace.activations[(layer, kind)]
     if index is None:
-        index = int(np.argmax(values.std(axis=0)))
+        index = int(np.argmax(values[trace.known].std(axis=0)))
     if not 0 <= index < values.shape[1]:
         raise CharRNNError(f"--unit must be 0..{values.shape[1] - 1} for this model (got {index})")
     return Unit(layer, kind, index)
@@ -180,12 +227,13 @@ def unit_values(trace: Trace, unit: Unit) -> np.ndarray:
 
 
 def scaled(values: np.ndarray, kind: str) -> np.ndarray:
-    """Map to -1..1 for the colors: gates from 0..1, the rest symmetric around 0 by their largest magnitude."""
+    """Map to -1..1 for the colors: gates from 0..1, the rest symmetric around 0 by their largest magnitude.
+    NaN (a character the model never saw) stays NaN."""
     if kind in GATE_KINDS:
         return np.clip(values * 2 - 1, -1, 1)
     if kind == "surprise":
-        return np.clip(values / max(8.0, float(np.percentile(values, 99))), 0, 1)
-    peak = float(np.abs(values).max()) or 1.0
+        return np.clip(values / max(8.0, float(np.nanpercentile(values, 99))), 0, 1)
+    peak = float(np.nanmax(np.abs(values))) or 1.0
     return np.clip(values / peak, -1, 1)
 
 
@@ -206,9 +254,13 @@ def terminal_text(text: str, levels: np.ndarray):
         if char == "\n":
             rendered.append("\n")
             continue
+        shown = char if char != "\t" else " "
+        if math.isnan(level):  # a character the model never saw: no value, no color
+            rendered.append(shown)
+            continue
         red, green, blue = color(float(level))
         ink = "black" if red + green + blue > 380 else "white"
-        rendered.append(char if char != "\t" else " ", style=f"{ink} on rgb({red},{green},{blue})")
+        rendered.append(shown, style=f"{ink} on rgb({red},{green},{blue})")
     return rendered
 
 
@@ -217,8 +269,11 @@ def html_page(text: str, levels: np.ndarray, values: np.ndarray, title: str, ran
     """A self-contained HTML page: the text on its colors, each value in the character's tooltip."""
     spans = []
     for char, level, value in zip(text, levels, values):
-        red, green, blue = color(float(level))
         shown = html.escape(char) if char != "\n" else "\u21b5</span><br><span>"
+        if math.isnan(level):
+            spans.append(f'<span title="never seen by the model">{shown}</span>')
+            continue
+        red, green, blue = color(float(level))
         spans.append(f'<span style="background:rgb({red},{green},{blue})" title="{value_label} {value:.3f}">{shown}</span>')
     rows = ""
     if ranking:

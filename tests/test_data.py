@@ -1,5 +1,7 @@
 """Corpus sources, streaming encoding, the cache, and the TBPTT windows."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,64 @@ def test_corpus_shorter_than_a_window_is_a_clear_error():
 def test_split_holds_out_the_end():
     train, val = split(np.arange(100), 0.1)
     assert len(train) == 90 and val[0] == 90
+
+
+def test_the_built_in_corpus_validates_on_every_tenth_file():
+    lengths = [3] * 25
+    ids = np.repeat(np.arange(25, dtype=np.uint8), 3)  # file i is three copies of i
+    corpus = data.Corpus(ids, Vocab("".join(map(chr, range(65, 90)))), "python-stdlib", file_lengths=lengths)
+    train, val = corpus.split(0.1)
+    assert np.array_equal(np.unique(val), [9, 19]) and len(train) + len(val) == len(ids)
+    assert np.array_equal(data.Corpus(ids, corpus.vocab, "x").split(0.1)[1], ids[-7:])  # other corpora: the end
+
+
+def test_built_in_corpus_records_its_files(monkeypatch, tmp_path):
+    files = [tmp_path / f"{name}.py" for name in "abc"]
+    for index, path in enumerate(files):
+        path.write_text("x = 1\n" * (index + 1), encoding="utf-8")
+    monkeypatch.setattr(data, "builtin_sources", lambda: [data.file_source(p) for p in files])
+    for _ in range(2):  # encoded, then from the cache
+        assert load_corpus([]).file_lengths == [6, 12, 18]
+
+
+def test_stdin_of_megabytes_grows_its_buffer(monkeypatch):
+    """A stream of unknown size (stdin) outgrows the first buffer many times: 20 MB here."""
+    text = "".join(chr(c) for c in range(32, 127)) + "\n"
+    blob = (text * (20_000_000 // len(text))).encode()
+    ids, vocab, _, lengths = data.encode_sources([data.Source("<stdin>", lambda: io.BytesIO(blob))],
+                                                 "utf-8", "strict", None)
+    assert lengths == [len(blob)] and ids.flags.owndata and vocab.decode(ids[-len(text):]) == text
+
+
+def test_a_fifo_is_read_like_stdin_and_a_socket_is_refused_by_its_kind(tmp_path):
+    import os
+    import socket
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("through a pipe\n" * 10, encoding="utf-8"))
+    writer.start()
+    corpus = load_corpus([str(fifo)])
+    writer.join()
+    assert corpus.vocab.decode(corpus.ids) == "through a pipe\n" * 10
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "sock"))
+        with pytest.raises(CharRNNError, match="sock: is a socket"):
+            load_corpus([str(tmp_path / "sock")])
+
+
+def test_the_encoded_cache_is_private_and_a_damaged_entry_is_named_and_rebuilt(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("private words\n" * 10, encoding="utf-8")
+    encoded = tmp_path / "cache" / "encoded"
+    encoded.mkdir(parents=True, mode=0o755)  # as an earlier charrnn left it
+    load_corpus([str(path)])
+    assert encoded.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in encoded.iterdir()} == {0o600}
+    next(encoded.glob("*.npy")).write_bytes(b"\x93NUMPY garbage")
+    said = []
+    rebuilt = load_corpus([str(path)], log=said.append)
+    assert rebuilt.vocab.decode(rebuilt.ids) == "private words\n" * 10
+    assert len(said) == 1 and ".npy is damaged" in said[0]
+    assert isinstance(load_corpus([str(path)], log=said.append).ids, np.memmap) and len(said) == 1

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +47,33 @@ def config(batch_size: int, steps: int, **options) -> TrainConfig:
                        grad_clip=1e9, warmup_steps=0, min_lr_ratio=1.0, **options)
 
 
+def run_files(run_dir: Path) -> list[str]:
+    """What a run wrote; hidden entries (the run directory's .lock) are not its output."""
+    return sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+
+
 def gradients(trainer: Trainer) -> dict:
     return {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
 
 
+def refuse_pickled_exchanges() -> None:
+    """Make torch's object collectives fail: charrnn's exchanges must be tensors (unpickling a peer's data runs code)."""
+    def refused(*args, **kwargs):
+        raise AssertionError("charrnn sent a pickled object between processes")
+    for name in ("all_gather_object", "gather_object", "broadcast_object_list", "scatter_object_list",
+                 "send_object_list", "recv_object_list"):
+        setattr(dist, name, refused)
+
+
 def rank_worker(rank: int, port: int, folder: str) -> None:
-    """One rank: a first step's gradient, then a run stopped and resumed beside an uninterrupted one."""
+    """One rank: a first step's gradient, then a run stopped and resumed beside an uninterrupted one,
+    then set-ups that fail on rank 0, on rank 1 alone, or because the ranks read different text."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # A collective left waiting by a rank that went its own way fails in a minute, not gloo's default 30.
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    refuse_pickled_exchanges()
     folder = Path(folder)
     corpus = [str(folder / "corpus.txt")]
     trainer = Trainer(corpus, SHAPE, config(2, 1), folder / "grad", force=True)
@@ -64,10 +83,16 @@ def rank_worker(rank: int, port: int, folder: str) -> None:
     Trainer(corpus, WITH_DROPOUT, config(2, 6), folder / "whole").run()
     Trainer(corpus, WITH_DROPOUT, config(2, 3), folder / "parts").run()
     Trainer(corpus, WITH_DROPOUT, config(2, 6), folder / "parts", resume=True).run()
-    try:
-        Trainer(corpus, SHAPE, config(2, 6), folder / "missing", resume=True)
-    except CharRNNError as error:
-        (folder / f"error{rank}.txt").write_text(f"{distributed.reports(error)} {error}")
+    failing = {
+        "missing": ([corpus[0]], True),  # rank 0 alone reads the run directory, and finds no last.pt
+        "absent": ([corpus[0] if rank == 0 else str(folder / "nosuch.txt")], False),  # one machine lacks the file
+        "differ": ([str(folder / ("corpus.txt" if rank == 0 else "reversed.txt"))], False),  # as long, same vocabulary
+    }
+    for case, (corpus_args, resume) in failing.items():
+        try:
+            Trainer(corpus_args, SHAPE, config(2, 6), folder / case, resume=resume)
+        except CharRNNError as error:
+            (folder / f"{case}{rank}.txt").write_text(f"{distributed.reports(error)} {error}")
     distributed.finish()
 
 
@@ -75,6 +100,7 @@ def rank_worker(rank: int, port: int, folder: str) -> None:
 def two_ranks(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ranks")
     (folder / "corpus.txt").write_text(ENGLISH * 20, encoding="utf-8")
+    (folder / "reversed.txt").write_text((ENGLISH * 20)[::-1], encoding="utf-8")
     previous = os.environ.get("CHARRNN_CACHE_DIR")
     os.environ["CHARRNN_CACHE_DIR"] = str(folder / "cache")  # the ranks inherit it
     try:
@@ -99,7 +125,24 @@ def test_a_group_of_one_changes_nothing():
     windows = training_windows(np.arange(100, dtype=np.int32), 2, 5)
     assert group.shard(windows) is windows
     assert group.sum(1.5, 2) == [1.5, 2] and group.max(3.0) == 3.0 and not group.any(False)
-    assert group.from_main(lambda: 42) == 42 and group.gather("x") == ["x"]
+    assert group.from_main(lambda: 42) == 42 and group.on_every_rank(lambda: 7) == 7
+    assert group.gather_bytes(b"x") == [b"x"] and group.broadcast_bytes(b"y") == b"y"
+    group.check_same(lambda: pytest.fail("alone, there is nothing to compare"), "unused")
+
+
+def test_what_process_zero_sends_is_read_without_running_code(tmp_path: Path):
+    ran = tmp_path / "ran"
+
+    class Payload:  # unpickled, it would create the file
+        def __reduce__(self):
+            return Path.touch, (ran,)
+
+    with pytest.raises(CharRNNError, match="refused what process 0 sent: it holds more than tensors"):
+        distributed.unpacked(distributed.packed(Payload()))
+    assert not ran.exists()
+    state = {"step": 3, "vocab": "ab", "hidden_state": (torch.ones(1, 2, 3), torch.zeros(1, 2, 3))}
+    again = distributed.unpacked(distributed.packed(state))
+    assert again["step"] == 3 and again["vocab"] == "ab" and torch.equal(again["hidden_state"][0], torch.ones(1, 2, 3))
 
 
 def test_two_ranks_average_the_gradient_of_the_global_batch(two_ranks: Path):
@@ -114,7 +157,7 @@ def test_two_ranks_average_the_gradient_of_the_global_batch(two_ranks: Path):
 
 def test_only_rank_zero_writes_and_resume_continues_exactly(two_ranks: Path):
     for run in ("whole", "parts"):
-        assert sorted(p.name for p in (two_ranks / run).iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
+        assert run_files(two_ranks / run) == ["best.pt", "last.pt", "metrics.jsonl"]
     steps = [json.loads(line)["step"] for line in (two_ranks / "parts" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 6]  # one line per evaluation, not one per rank
     whole = torch.load(two_ranks / "whole" / "last.pt", weights_only=True)
@@ -125,9 +168,15 @@ def test_only_rank_zero_writes_and_resume_continues_exactly(two_ranks: Path):
         torch.testing.assert_close(parts["model"][name], weight, rtol=0, atol=0, msg=name)
 
 
-def test_rank_zero_alone_reports_an_error_all_ranks_stop_with(two_ranks: Path):
-    said = [(two_ranks / f"error{rank}.txt").read_text() for rank in range(2)]
-    assert said[0].startswith("True ") and "no last.pt to resume from" in said[0]
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no last.pt to resume from"),
+    ("absent", "process 1: {folder}/nosuch.txt: no such file"),
+    ("differ", "the processes read different corpora; every machine needs the same corpus files "
+               "(process(es) 1 differ from process 0)"),
+])
+def test_rank_zero_alone_reports_an_error_all_ranks_stop_with(two_ranks: Path, case: str, message: str):
+    said = [(two_ranks / f"{case}{rank}.txt").read_text() for rank in range(2)]
+    assert said[0].startswith("True ") and message.format(folder=two_ranks) in said[0]
     assert said[1] == "False " + said[0][len("True "):]
 
 
@@ -153,9 +202,18 @@ def test_torchrun_trains_and_a_single_process_samples_the_checkpoint(cli, corpus
     assert out == ""
     assert err.count("2 processes") == 1 and err.count("done:") == 1  # only rank 0 speaks
     assert [p.name for p in (cli.cwd / "runs").iterdir()] == ["ddp"]
-    assert sorted(p.name for p in (cli.cwd / "runs" / "ddp").iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
+    assert run_files(cli.cwd / "runs" / "ddp") == ["best.pt", "last.pt", "metrics.jsonl"]
     assert len((cli.cwd / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2
     assert len(cli("sample", "-c", "runs/ddp", "--length", "20", "--seed", "1").stdout) > 20
+
+
+def test_torchrun_reports_a_bad_corpus_once(cli):
+    job = torchrun(cli, "train", "nosuch.txt", "-o", "runs/bad", *TINY_MODEL, "--steps", "2", "--device", "cpu")
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 1
+    said = [line for line in err.splitlines() if "charrnn:" in line]  # not torchrun's own report after it
+    assert len(said) == 1 and said[0].startswith("charrnn: error: nosuch.txt: no such file"), err
+    assert said[0].count("charrnn:") == 1  # not two processes' lines run together
 
 
 def children(pid: int) -> list[int]:

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from charrnn import checkpoint
+from charrnn.errors import CharRNNError
 from conftest import TINY_MODEL, charrnn_command
 
 # Dropout draws from the RNG every step, so exact resume also proves the RNG state travels in last.pt.
@@ -215,6 +216,13 @@ class Boobytrap:
         return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
 
 
+class ShellBoobytrap(Boobytrap):
+    """The same through os.system: torch blocks its module outright, and words the refusal differently."""
+
+    def __reduce__(self):
+        return os.system, (f"echo pwned > {self.marker}",)
+
+
 def test_checkpoint_that_would_run_code_is_refused(cli, tiny_run):
     marker = cli.cwd / "pwned"
     payload = torch.load(tiny_run / "best.pt", weights_only=True)
@@ -224,6 +232,13 @@ def test_checkpoint_that_would_run_code_is_refused(cli, tiny_run):
     result = cli("sample", "-c", "evil.pt", "--length", "10", check_rc=1)  # every command loads through one gate
     assert result.stdout == "" and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "refused to load" in result.stderr and "could run code" in result.stderr
+    assert "it would call exec when unpickled" in result.stderr  # the global is named
+    assert not marker.exists(), "the checkpoint's code ran"
+
+    payload["extra"] = ShellBoobytrap(marker)
+    torch.save(payload, cli.cwd / "shell.pt")
+    with pytest.raises(CharRNNError, match=rf"it would call {os.system.__module__}\.system when unpickled"):  # posix.system
+        checkpoint.load_checkpoint(cli.cwd / "shell.pt")
     assert not marker.exists(), "the checkpoint's code ran"
 
     torch.load(cli.cwd / "evil.pt", weights_only=False)  # the trap is real: a full unpickle springs it

@@ -34,7 +34,7 @@ def test_stdin_of_unknown_size_and_small_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CHUNK_BYTES", 7)
     text = "naïve café, 한국어 🙂\n" * 50
     source = Source("<stdin>", lambda: io.BytesIO(text.encode("utf-8")))
-    ids, vocab, oov = data.encode_sources([source], "utf-8", "strict", None)
+    ids, vocab, oov, _ = data.encode_sources([source], "utf-8", "strict", None)
     assert vocab.decode(ids) == text and oov == 0
 
 
@@ -55,3 +55,40 @@ def test_cached_corpus_is_memory_mapped_and_a_rewrite_of_the_same_size_invalidat
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `rsync -t` or `cp -p` leave it
     changed = load_corpus([str(path)])
     assert calls == [1] and changed.vocab.decode(changed.ids) == "cbacba\n" * 100
+
+
+# Property-based: any text, any bytes, any chunking.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+CHUNK_BYTES = data.CHUNK_BYTES
+unicode_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300)  # no lone surrogates
+
+
+def encode_in_chunks(blob: bytes, chunk_bytes: int, errors: str = "strict"):
+    data.CHUNK_BYTES = chunk_bytes
+    try:
+        return data.encode_sources([Source("<test>", lambda: io.BytesIO(blob))], "utf-8", errors, None)
+    finally:
+        data.CHUNK_BYTES = CHUNK_BYTES
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=unicode_text.filter(lambda t: "\x00" not in t), chunk_bytes=st.integers(1, 9))
+def test_any_text_round_trips_in_sorted_vocabulary_whatever_the_chunk_boundaries(text, chunk_bytes):
+    ids, vocab, oov, lengths = encode_in_chunks(text.encode("utf-8"), chunk_bytes)
+    assert vocab.decode(ids) == text and oov == 0 and lengths == [len(text)]
+    assert list(vocab.chars) == sorted(set(text))
+
+
+@settings(max_examples=60, deadline=None)
+@given(blob=st.binary(min_size=1, max_size=200), chunk_bytes=st.integers(1, 9))
+def test_any_bytes_decode_exactly_or_give_one_clear_error(blob, chunk_bytes):
+    try:
+        ids, vocab, _, _ = encode_in_chunks(blob, chunk_bytes)
+        assert vocab.decode(ids) == blob.decode("utf-8")
+    except data.CharRNNError as error:
+        assert str(error).startswith("<test>: ") and "\n" not in str(error)
+    text = blob.replace(b"\x00", b"")
+    if text:  # with --errors replace, anything without NUL bytes reads, as Python itself would decode it
+        ids, vocab, _, _ = encode_in_chunks(text, chunk_bytes, "replace")
+        assert vocab.decode(ids) == text.decode("utf-8", "replace")

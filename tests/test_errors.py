@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from conftest import ENGLISH, TINY_MODEL, charrnn_command
+from test_checkpoint import compressed, edited
 
 TRAIN = ["--steps", "3", *TINY_MODEL]
 
@@ -31,21 +33,39 @@ CASES = {
     "corpus_shorter_than_a_window": (["train", "short.txt", *TRAIN, "-o", "out"], ["too short", "3 characters", "--seq-len"], 1),
     "not_utf8": (["train", "latin1.txt", *TRAIN, "-o", "out"], ["latin1.txt", "utf-8 at byte 10", "--encoding", "--errors replace"], 1),
     "binary_file": (["train", "image.bin", *TRAIN, "-o", "out"], ["image.bin", "byte 4", "--encoding", "--errors replace"], 1),
+    "utf16_without_byte_order_mark": (["train", "corpus.txt", "--encoding", "utf-16", *TRAIN, "-o", "out"], ["corpus.txt", "utf-16-le"], 1),
+    "socket_as_corpus": (["train", "socket", *TRAIN, "-o", "out"], ["socket: is a socket", "FIFO"], 1),
     "prime_with_unseen_characters": (["sample", "-c", "RUN", "--prime", "Hello ☃ 世"], ["prime", "'☃'", "'世'", "never saw"], 1),
     "missing_checkpoint": (["sample", "-c", "nosuch.pt"], ["nosuch.pt", "no such checkpoint", "-c PATH"], 1),
     "truncated_checkpoint": (["sample", "-c", "truncated.pt"], ["truncated.pt", "truncated or corrupted"], 1),
     "corrupted_checkpoint": (["info", "-c", "corrupted.pt"], ["corrupted.pt", "corrupted (", "checksum"], 1),
     "not_a_charrnn_checkpoint": (["eval", "-c", "foreign.pt", "corpus.txt"], ["foreign.pt", "not a charrnn checkpoint"], 1),
     "newer_checkpoint_format": (["sample", "-c", "newer.pt"], ["newer.pt", "format 99", "upgrade charrnn"], 1),
+    "checkpoint_config_larger_than_weights": (["sample", "-c", "huge.pt"], ["huge.pt", "not a valid charrnn checkpoint", "[34, 200000]"], 1),
+    "checkpoint_zip_bomb": (["info", "-c", "bomb.pt"], ["bomb.pt", "refused to load", "compressed"], 1),
+    "checkpoint_with_garbage_history": (["info", "-c", "history.pt"], ["history.pt", "its history", "charrnn train"], 1),
+    "eval_of_a_corpus_a_checkpoint_would_download": (["eval", "-c", "catalogue.pt"], ["tinyshakespeare", "not a file or directory", "pass FILE"], 1),
     "no_run_to_discover": (["sample"], ["no trained run found", "charrnn train", "-c PATH"], 1),
     "negative_temperature": (["sample", "-c", "RUN", "--temp", "-0.5"], ["--temp", "-0.5"], 1),
     "top_p_zero": (["sample", "-c", "RUN", "--top-p", "0"], ["--top-p", "(0, 1]"], 1),
     "top_p_above_one": (["sample", "-c", "RUN", "--top-p", "1.5"], ["--top-p", "1.5"], 1),
     "top_k_zero": (["sample", "-c", "RUN", "--top-k", "0"], ["--top-k", "at least 1"], 1),
     "negative_length": (["sample", "-c", "RUN", "--length", "-1"], ["--length", "-1"], 1),
+    "temperature_nan": (["sample", "-c", "RUN", "--temp", "nan"], ["--temp", "finite", "(got nan)"], 1),
+    "temperature_infinite": (["sample", "-c", "RUN", "--temp", "inf"], ["--temp", "finite", "(got inf)"], 1),
+    "top_p_nan": (["sample", "-c", "RUN", "--top-p", "nan"], ["--top-p", "(got nan)"], 1),
+    "seed_beyond_64_bits": (["sample", "-c", "RUN", "--seed", "100000000000000000000000"], ["--seed", "18446744073709551615", "(got 100000000000000000000000)"], 1),
+    "train_seed_beyond_64_bits": (["train", "corpus.txt", *TRAIN, "--seed", str(2**64), "-o", "out"], ["--seed", f"(got {2**64})"], 1),
+    "score_endless_zeros": (["score", "-c", "RUN", "/dev/zero"], ["/dev/zero: looks binary", "NUL byte on line 1", "--errors replace"], 1),
+    "score_directory": (["score", "-c", "RUN", "binaries"], ["binaries: is a directory"], 1),
+    "score_socket": (["score", "-c", "RUN", "socket"], ["socket: is a socket"], 1),
+    "viz_endless_zeros": (["viz", "-c", "RUN", "/dev/zero"], ["/dev/zero: looks binary", "NUL byte at character 1"], 1),
+    "viz_max_chars_negative": (["viz", "-c", "RUN", "--text", "All:", "--max-chars", "-3"], ["--max-chars", "at least 1", "(got -3)"], 1),
+    "viz_text_the_model_never_saw": (["viz", "-c", "RUN", "--text", "\u00e9\u00e9"], ["never saw any character", "'\u00e9'"], 1),
     "unknown_sampling_precision": (["sample", "-c", "RUN", "--precision", "bf16"], ["--precision", "'bf16'", "auto, fp32, fp16"], 1),
     "zero_layers": (["train", "corpus.txt", *TRAIN, "--layers", "0", "-o", "out"], ["--layers", "at least 1"], 1),
     "zero_hidden": (["train", "corpus.txt", *TRAIN, "--hidden", "0", "-o", "out"], ["--hidden", "at least 1"], 1),
+    "network_larger_than_memory": (["train", "corpus.txt", *TRAIN, "--hidden", "200000", "-o", "out"], ["1x200000", "GB", "--hidden"], 1),
     "dropout_one": (["train", "corpus.txt", *TRAIN, "--dropout", "1", "-o", "out"], ["--dropout", "[0, 1)"], 1),
     "malformed_time": (["train", "corpus.txt", "--time", "10 minutes", "-o", "out"], ["--time", "'10 minutes'", "10m"], 1),
     "out_is_a_file": (["train", "corpus.txt", *TRAIN, "-o", "corpus.txt"], ["--out corpus.txt", "existing file", "directory"], 1),
@@ -81,7 +101,12 @@ def workspace(tmp_path_factory, tiny_run) -> Path:
     newer = torch.load(tiny_run / "best.pt", weights_only=True)
     newer["format_version"] = 99
     torch.save(newer, folder / "newer.pt")
+    edited(tiny_run / "best.pt", folder / "huge.pt", lambda p: p["model_config"].update(hidden=200_000))
+    edited(tiny_run / "best.pt", folder / "history.pt", lambda p: p.update(history=[1, "x"]))
+    edited(tiny_run / "best.pt", folder / "catalogue.pt", lambda p: p.update(corpus_args=["tinyshakespeare"]))
+    compressed(tiny_run / "best.pt", folder / "bomb.pt")
     (folder / "nowhere").mkdir()  # an empty working directory: no ./runs to discover
+    socket.socket(socket.AF_UNIX).bind(str(folder / "socket"))
     return folder
 
 
@@ -135,6 +160,7 @@ def outcomes(workspace, tiny_run) -> dict:
                                                  Path(case["stderr"]).read_text("utf-8"))
                for name, case, code in zip(CASES, cases, codes)}
     assert (digest(workspace), digest(tiny_run)) == before, "a failed command changed files on disk"
+    assert not (workspace / "out").exists(), "a run that failed to start left its directory behind"
     return results
 
 

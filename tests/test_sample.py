@@ -1,12 +1,21 @@
-"""Sampling: carried state, reproducible seeds, temperature and filters."""
+"""Sampling: carried state, reproducible seeds, temperature and filters; primes of any length, streamed."""
+
+import os
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from charrnn.config import ModelConfig
+from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.sample import filter_logits, generate
+from charrnn.sample import checked_pieces, filter_logits, generate
 from charrnn.vocab import Vocab
+from conftest import charrnn_command
 
 VOCAB = Vocab("\n abcdefgh")
 
@@ -47,3 +56,72 @@ def test_top_k_and_top_p_keep_the_likeliest():
     assert torch.isinf(filter_logits(logits, None, 0.7)).tolist() == [[False, False, True, True]]
     assert torch.isinf(filter_logits(logits, None, 0.5)).tolist() == [[False, True, True, True]]
     assert torch.isinf(filter_logits(logits, None, 1.0)).tolist() == [[False] * 4]
+
+
+def forward_widths(model, monkeypatch) -> list[int]:
+    """Record how many characters each forward call of `model` reads."""
+    widths, forward = [], model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, state=None: widths.append(ids.size(1)) or forward(ids, state))
+    return widths
+
+
+def test_long_prime_is_read_in_chunks_with_the_state_carried(model, monkeypatch):
+    prime = "abc defgh\nhg fed cba"
+    whole = text(model, prime=prime, length=20, temperature=0.0)
+    monkeypatch.setattr("charrnn.sample.PRIME_CHUNK", 4)
+    widths = forward_widths(model, monkeypatch)
+    assert text(model, prime=prime, length=20, temperature=0.0) == whole
+    assert max(widths) <= 4 and sum(widths) == len(prime)  # memory is one chunk's, however long the prime
+
+
+def test_streamed_prime_is_read_a_piece_at_a_time(model, monkeypatch):
+    # A piped prime may never end: each piece is read by the model before the next is asked for.
+    events = []
+    widths = forward_widths(model, monkeypatch)
+
+    def pieces():
+        for piece in ("ab", "cd", "ef"):
+            events.append(("asked", len(widths)))
+            yield piece
+
+    assert len(list(generate(model, VOCAB, prime=pieces(), length=3, seed=0))) == 3
+    assert events == [("asked", 0), ("asked", 1), ("asked", 2)]
+    assert text(model, prime=iter(["ab", "cd", "ef"]), length=10, temperature=0.0) == text(
+        model, prime="abcdef", length=10, temperature=0.0)
+
+
+def test_a_streamed_prime_is_refused_at_its_first_unreadable_piece():
+    passed = []
+    with pytest.raises(CharRNNError, match=r"never saw: 'X'"):
+        for piece in checked_pieces(VOCAB, ["ab", "cXd", "ef"]):
+            passed.append(piece)
+    assert passed == ["ab"]  # what came before was passed on (and echoed); nothing after
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or shutil.which("yes") is None, reason="needs /proc and yes")
+def test_endless_piped_prime_streams_in_bounded_memory(cli, tiny_run):
+    # `yes | charrnn sample`: the prime never ends, so it is echoed as it is read, in constant memory.
+    # Before, stdin was read whole: no output ever, and memory grew until the watch below stopped it.
+    want, limit = 300_000, 1 << 30
+    yes = subprocess.Popen(["yes", "All: speak."], stdout=subprocess.PIPE)
+    sample = subprocess.Popen([*charrnn_command(), "sample", "-c", str(tiny_run), "--length", "1", "--device", "cpu"],
+                              stdin=yes.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env)
+    yes.stdout.close()  # sample holds the only reader, so yes stops when sample does
+    echoed, peak, deadline = b"", 0, time.monotonic() + 120
+    try:
+        while len(echoed) < want and peak < limit and time.monotonic() < deadline and sample.poll() is None:
+            if select.select([sample.stdout], [], [], 0.2)[0]:
+                echoed += os.read(sample.stdout.fileno(), 1 << 16)
+            peak = max(peak, rss_bytes(sample.pid))
+    finally:
+        sample.kill()
+        yes.kill()
+        _, stderr = sample.communicate()
+        yes.wait()
+    assert len(echoed) >= want and peak < limit, (len(echoed), peak, stderr)
+    assert echoed.startswith(b"All: speak.\n" * 100)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -73,3 +75,38 @@ def test_cli_terminal_surprise_and_errors(cli, tiny_run):
     assert bad.stderr.startswith("charrnn: error: --unit") and len(bad.stderr.splitlines()) == 1
     unknown = cli("viz", "-c", tiny_run, "--text", "\u00e9", check_rc=1)
     assert "never saw" in unknown.stderr
+
+
+def test_characters_the_model_never_saw_are_skipped_and_shown_uncoloured(payload):
+    # One policy with eval and score: an unseen character is skipped, not a reason to refuse the text.
+    text = "All: (speak)"
+    trace = viz.trace_text(payload, text)
+    assert trace.unseen == 2 and trace.known.tolist() == [c not in "()" for c in text]
+    clean = viz.trace_text(payload, "All: speak")  # what the model reads is the text without them
+    assert np.allclose(trace.surprise[trace.known], clean.surprise, atol=1e-5)
+    values = viz.unit_values(trace, viz.pick_unit(trace, None, None, None))
+    levels = viz.scaled(values, "cell")
+    assert np.isnan(levels[~trace.known]).all() and not np.isnan(levels[trace.known]).any()
+    assert "(" in viz.terminal_text(text, levels).plain
+    page = viz.html_page(text, levels, values, "t" + viz.unseen_note(trace))
+    assert '<span title="never seen by the model">(</span>' in page and "2 characters the model never saw" in page
+    assert viz.rank_units(trace, viz.feature_values("word-position", text), top=1)[0].correlation != 0
+
+
+def test_cli_json_gives_null_for_unseen_characters(cli, tiny_run):
+    record = json.loads(cli("viz", "-c", tiny_run, "--text", "KING: 'Tis (so)", "--json").stdout)
+    assert record["values"][11] is None and record["values"][12] is not None  # '(' then 's'
+    assert "characters the model never saw, shown uncoloured" in record["title"]
+    assert record["unit"]["correlation"] is None  # JSON has no NaN
+
+
+def test_read_text_stops_at_max_chars(tmp_path):
+    assert viz.read_text("/dev/zero", 5, errors="replace") == "\x00" * 5  # endless: only what is looked at is read
+    with pytest.raises(CharRNNError, match="looks binary"):
+        viz.read_text("/dev/zero", 5)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("All:\r\nSpeak.", encoding="utf-8"))
+    writer.start()
+    assert viz.read_text(str(fifo), 100) == "All:\nSpeak."
+    writer.join()

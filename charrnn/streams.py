@@ -1,0 +1,115 @@
+"""Text input that may never end: files, FIFOs, devices and stdin, read in bounded pieces.
+
+`yes | charrnn sample` and `charrnn score < /dev/zero` are streams without an end, and a single
+line of a log can be 50 MB. So nothing here reads "everything": a reader asks for at most so many
+characters at a time, and text that must be written out again later is spooled, in memory while
+small, then to a temporary file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional, TextIO
+
+from charrnn.errors import CharRNNError
+
+DECODING_ERRORS = ("strict", "replace", "ignore")  # what --errors may say about undecodable bytes
+SPOOL_IN_MEMORY = 1 << 20  # bytes a spool keeps in memory before it moves to a temporary file
+
+
+def display_name(name: str) -> str:
+    return "<stdin>" if name == "-" else name
+
+
+@contextlib.contextmanager
+def text_input(name: str, encoding: str = "utf-8", errors: str = "strict", newline: Optional[str] = "\n",
+               fix: str = "pass --encoding to name its encoding, or --errors replace") -> Iterator[TextIO]:
+    """A text stream over a file, FIFO or device (`-`: stdin, left open afterwards), read lazily.
+
+    newline="\n" splits lines on line feeds only and keeps any carriage return, as a corpus has it.
+    A decoding error met while the caller reads becomes one CharRNNError naming the input and `fix`.
+    """
+    if name != "-":
+        refuse_unreadable(name)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
+    if errors not in DECODING_ERRORS:
+        raise CharRNNError(f"unknown --errors {errors!r}; choose one of {', '.join(DECODING_ERRORS)}")
+    try:
+        binary = sys.stdin.buffer if name == "-" else open(name, "rb")  # a FIFO or device opens like a file
+    except OSError as error:
+        raise CharRNNError(f"{name}: cannot read: {error.strerror or error}") from None
+    stream = io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline=newline)
+    try:
+        yield stream
+    except UnicodeDecodeError:
+        raise CharRNNError(f"{display_name(name)}: not valid {encoding}; {fix}") from None
+    finally:
+        if name == "-":
+            stream.detach()  # stdin stays usable (and open) for whoever reads it next
+        else:
+            stream.close()
+
+
+def refuse_unreadable(name: str) -> None:
+    """Refuse, by its kind, what is not text to read: a regular file, a FIFO or a character device
+    (`/dev/stdin`, `/dev/zero`) all read as text, the last two as the stream they are."""
+    path = Path(name)
+    if not path.exists():
+        raise CharRNNError(f"{name}: no such file; give text files, or - for stdin")
+    mode = path.stat().st_mode
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a block device" if stat.S_ISBLK(mode) else None)
+    if kind:
+        raise CharRNNError(f"{name}: is {kind}, not text; give a text file, a FIFO, or - for stdin")
+
+
+def read_chunks(name: str, size: int, encoding: str = "utf-8", **options) -> Iterator[str]:
+    """The text of a file (`-`: stdin) in pieces of at most `size` characters, read as they are asked for."""
+    with text_input(name, encoding, **options) as stream:
+        while piece := stream.read(size):
+            yield piece
+
+
+def refuse_binary(name: str, text: str, line: Optional[int] = None) -> None:
+    """Refuse text holding a NUL character, as `charrnn train` does: text has none, binary files plenty.
+
+    `line`: the text is that line (or part of it) of the input; else the text is the input's start.
+    """
+    nul = text.find("\x00")
+    if nul >= 0:
+        where = f"on line {line}" if line is not None else f"at character {nul + 1}"
+        raise CharRNNError(f"{display_name(name)}: looks binary (NUL byte {where}); give a text file, name its "
+                           "encoding with --encoding (e.g. utf-16), or pass --errors replace")
+
+
+class TextSpool:
+    """Text written piece by piece and read back piece by piece: in memory while small, then in a temporary file."""
+
+    def __init__(self):
+        # surrogatepass: whatever a decoder let through is written back unchanged
+        self.file = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8",
+                                                  errors="surrogatepass", newline="")
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+
+    def pieces(self, size: int) -> Iterator[str]:
+        self.file.seek(0)
+        while piece := self.file.read(size):
+            yield piece
+
+    def text(self) -> str:
+        """All of it as one string: for callers who know it is small enough."""
+        return "".join(self.pieces(SPOOL_IN_MEMORY))
+
+    def close(self) -> None:
+        self.file.close()
