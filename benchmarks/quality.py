@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,14 +35,15 @@ def charrnn(*args: str, env: dict, capture: bool = True) -> subprocess.Completed
     return completed
 
 
-def main() -> None:
+def measure(argv: Optional[List[str]] = None) -> dict:
+    """Train with the defaults for the budget given on the command line (`argv`); the result as a dict."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("corpus", nargs="+", help="corpus files or directories (as for charrnn train)")
     parser.add_argument("--time", required=True, help="training budget: 60s, 5m, 10m ...")
     parser.add_argument("--out", type=Path, default=None, help="keep the run here (default: a temporary directory)")
     parser.add_argument("--no-full-eval", action="store_true", help="skip scoring best.pt on the whole validation split")
     parser.epilog = "Anything after -- goes to charrnn train as extra flags (then it is no longer the defaults)."
-    argv = sys.argv[1:]
+    argv = sys.argv[1:] if argv is None else argv
     split_at = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:split_at]), argv[split_at + 1 :]
 
@@ -82,8 +84,14 @@ def main() -> None:
         "precision": payload.get("precision"),
         "torch_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "log_tail": train.stderr.strip().splitlines()[-1:] if train.stderr else [],
+        # what the budget chose (size, evaluation cadence) and the speeds it timed to choose it
+        "budget_note": next((line for line in train.stderr.splitlines() if line.startswith(("sized for", "evaluating every"))), None),
     }
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    print(json.dumps(measure(), indent=2))
 
 
 if __name__ == "__main__":

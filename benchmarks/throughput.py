@@ -8,7 +8,7 @@ machine are noisy; compare the ratios within one run.
 
     python benchmarks/throughput.py                 # short run (< 2 min on 2 cores)
     python benchmarks/throughput.py --full          # LSTM 2x512, seq 128, batch 64, fused and cells
-    python benchmarks/throughput.py --gpu           # LSTM 3x1024, batch 128, seq 256, bf16 on CUDA
+    python benchmarks/throughput.py --gpu           # LSTM 3x1024, batch 128, seq 256, bf16 on CUDA, fused and cells
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def parse(argv=None):
         args.kinds, args.layers, args.hidden, args.seq_len, args.batch_size = "lstm", 2, 512, 128, 64
         args.steps, args.rounds, args.sample_chars = max(args.steps, 3), max(args.rounds, 2), max(args.sample_chars, 1000)
     if args.gpu:
-        args.kinds, args.impls, args.layers, args.hidden, args.seq_len, args.batch_size = "lstm", "fused", 3, 1024, 256, 128
+        args.kinds, args.layers, args.hidden, args.seq_len, args.batch_size = "lstm", 3, 1024, 256, 128
         args.device, args.precision = "cuda", "bf16"
         args.steps, args.warmup, args.rounds, args.gemm_size = max(args.steps, 10), max(args.warmup, 3), 3, 8192
         args.sample_chars = max(args.sample_chars, 2000)

@@ -3,7 +3,7 @@
 import signal
 import sys
 
-INTERRUPTED = 130
+from charrnn.errors import INTERRUPTED
 
 
 def stop(number, frame):

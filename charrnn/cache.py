@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from platformdirs import user_cache_path
-
 PRIVATE_DIRECTORY = 0o700
 PRIVATE_FILE = 0o600
 
@@ -19,7 +17,12 @@ PRIVATE_FILE = 0o600
 def user_cache_dir() -> Path:
     """$CHARRNN_CACHE_DIR, else the platform's user cache (XDG on Linux, ~/Library/Caches, %LOCALAPPDATA%)."""
     override = os.environ.get("CHARRNN_CACHE_DIR")
-    return Path(override) if override else user_cache_path("charrnn", appauthor=False)
+    if override:
+        return Path(override)
+    # Imported here: with the variable set, charrnn runs where platformdirs is missing (the GPU machines' image).
+    from platformdirs import user_cache_path
+
+    return user_cache_path("charrnn", appauthor=False)
 
 
 def private_directory(path: Path) -> Path:
@@ -43,6 +46,16 @@ def private_directory(path: Path) -> Path:
 def temporary_name(target: Path) -> Path:
     """A hidden name beside `target` that carries this process's id (see `remove_orphans`)."""
     return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file and a rename: a reader sees the old file or the new one, never half."""
+    temporary = temporary_name(path)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def open_private(path: Path, mode: int = PRIVATE_FILE) -> BinaryIO:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -14,14 +15,13 @@ from typing import Optional
 
 import torch
 
-from charrnn import cache
+from charrnn import cache, hf
 from charrnn.config import ModelConfig, TrainConfig, from_dict
 from charrnn.errors import CharRNNError, escaped
+from charrnn.layout import BEST, LAST, RUNS_DIR  # noqa: F401 (used as checkpoint.BEST, ... across the package)
 from charrnn.model import parameter_shapes
 
 FORMAT_VERSION = 1
-BEST, LAST = "best.pt", "last.pt"
-RUNS_DIR = Path("runs")
 REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab")  # what every command reads
 # weights_only loading lets a crafted file run code before torch 2.6 (GHSA-53q9-r3pm-6pq6) and
 # corrupt memory before 2.10 (GHSA-63cw-57p8-fm3p).
@@ -87,8 +87,11 @@ def sync_directory(directory: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint on the CPU, checked so that a stranger's file cannot run code (weights_only),
-    take the machine (sizes are checked before anything is inflated or allocated), or hold garbage."""
+    take the machine (sizes are checked before anything is inflated or allocated), or hold garbage.
+    `path` may also be a folder that `charrnn export --format hf` wrote: its payload gets the same checks."""
     path = Path(path)
+    if hf.is_folder(path):
+        return load_folder(path)
     require_safe_torch()
     if not path.is_file():
         raise CharRNNError(f"{path}: no such checkpoint; train one with `charrnn train` or pass -c PATH")
@@ -111,6 +114,35 @@ def load_checkpoint(path: Path) -> dict:
     except Exception:
         raise unreadable(path) from None
     check_payload(path, payload)
+    return payload
+
+
+def weights_sha256(path: Path) -> str:
+    """The SHA-256 of the file that holds a checkpoint's weights: the .pt file, or an exported folder's
+    model.safetensors."""
+    path, digest = Path(path), hashlib.sha256()
+    with open(path / hf.WEIGHTS if hf.is_folder(path) else path, "rb") as weights:
+        while block := weights.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_with_sha256(path: Path, tries: int = 3) -> tuple[dict, str]:
+    """The payload and the SHA-256 of the file it was read from. A training run replaces best.pt as it goes
+    (a rename), so the file is hashed before and after reading: a change between means another read."""
+    digest = weights_sha256(path)
+    for _ in range(tries):
+        payload = load_checkpoint(path)
+        digest, before = weights_sha256(path), digest
+        if digest == before:
+            return payload, digest
+    raise CharRNNError(f"{path}: replaced {tries} times while it was read (a run is training into it); try again")
+
+
+def load_folder(folder: Path) -> dict:
+    """A shareable folder's payload (config.json and model.safetensors: no pickle), checked as a .pt file's."""
+    payload = hf.read_folder(folder)
+    check_payload(folder, payload, size=hf.weights_bytes(folder))
     return payload
 
 
@@ -166,9 +198,10 @@ def damaged_member(path: Path) -> Optional[str]:
         raise unreadable(path) from None
 
 
-def check_payload(path: Path, payload) -> None:
+def check_payload(path: Path, payload, size: Optional[int] = None) -> None:
     """Every field a command reads is there and of the type it expects, and the weights are the network the
-    config describes: checked once, here, so a stranger's file fails with one line, not deep in a command."""
+    config describes: checked once, here, so a stranger's file fails with one line, not deep in a command.
+    `size`: the bytes that hold the weights (default: the whole file at `path`)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("format_version"), int) \
             or any(key not in payload for key in REQUIRED_KEYS):
         raise CharRNNError(f"{path}: not a charrnn checkpoint; pass one that `charrnn train` wrote")
@@ -182,7 +215,7 @@ def check_payload(path: Path, payload) -> None:
     stored_config(path, payload, "train_config", TrainConfig)
     if config.vocab_size != len(payload["vocab"]):
         raise malformed(path, f"its model_config has vocab_size {config.vocab_size} for {len(payload['vocab'])} characters")
-    check_weights(path, payload["model"], config, path.stat().st_size)
+    check_weights(path, payload["model"], config, path.stat().st_size if size is None else size)
 
 
 def check_fields(path: Path, payload: dict) -> None:
@@ -285,7 +318,8 @@ def newest_run(runs_dir: Path = RUNS_DIR) -> Optional[Path]:
 
 
 def resolve_checkpoint(argument: Optional[str], prefer: str = BEST) -> Path:
-    """A checkpoint path from -c (a .pt file or a run directory), $CHARRNN_CHECKPOINT, or the newest run."""
+    """A checkpoint path from -c (a .pt file, a run directory or an exported folder), $CHARRNN_CHECKPOINT, or the
+    newest run."""
     if argument is None:
         argument = os.environ.get("CHARRNN_CHECKPOINT") or None
     if argument is None:
@@ -298,5 +332,8 @@ def resolve_checkpoint(argument: Optional[str], prefer: str = BEST) -> Path:
         for name in (prefer, BEST, LAST):
             if (path / name).is_file():
                 return path / name
-        raise CharRNNError(f"{path}: no {BEST} or {LAST} in this directory; pass a run directory or a .pt file")
+        if hf.is_folder(path):
+            return path
+        raise CharRNNError(f"{path}: no {BEST} or {LAST} (nor {hf.CONFIG} and {hf.WEIGHTS}) in this directory; "
+                           "pass a run directory, an exported folder or a .pt file")
     return path

@@ -8,27 +8,31 @@ import math
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Literal, Optional
 
 import typer
 from typing_extensions import Annotated
 
-from charrnn import checkpoint, corpora, distributed, finetune
-from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, parse_duration, shape_for_budget
+from charrnn import budget, checkpoint, corpora, distributed, finetune
+from charrnn.config import ModelConfig, TrainConfig, from_dict, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
-from charrnn.errors import CharRNNError, escaped
+from charrnn.errors import INTERRUPTED, CharRNNError, escaped
 from charrnn.evaluate import summarize, total_loss
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
-from charrnn.sample import PRIME_CHUNK, check_prime, checked_pieces, generate, validate_sampling
+from charrnn.items import Part, ShownPrime, after_a_newline, endings, ordered_parts, whole_prime, whole_samples
+from charrnn.sample import PRIME_CHUNK, check_prime, checked_pieces, chosen_seed, generate, validate_sampling
 from charrnn.stepper import resolve_weight_precision
-from charrnn.streams import TextSpool, read_chunks, refuse_binary, text_input
+from charrnn.streams import read_chunks
 from charrnn.threads import on_fastest_threads, thread_choices
 from charrnn import rundir
 from charrnn.train import Trainer, TrainingInterrupted, interrupted_before_training
+from charrnn import export as export_lib
 from charrnn import plot as plot_lib
+from charrnn import runs as runs_lib
 from charrnn import viz as viz_lib
 from charrnn.vocab import Vocab
 
@@ -94,7 +98,7 @@ def train(
     time: Annotated[Optional[str], typer.Option("--time", help="Budget in wall time: 90s, 10m, 1h.")] = None,
     schedule_steps: Annotated[Optional[int], typer.Option(help="Steps the learning-rate schedule spans (default: the budget); set it to the final total to extend the run later with --resume --steps.")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Last fraction of the corpus held out for validation.")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Validate and checkpoint every N steps.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate and checkpoint every N steps. Default: about ten times over a --time budget, else every 500 steps.")] = None,
     device: DeviceOption = "auto",
     impl: ImplOption = "fused",
     precision: Annotated[Optional[str], typer.Option(help="auto|fp32|bf16: auto is bf16 autocast on CUDA, fp32 elsewhere.")] = None,
@@ -110,11 +114,6 @@ def train(
     # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
     init = finetune.load_init(init_from) if init_from is not None and not resume else None
     time_budget = parse_duration(time) if time is not None else None
-    budget = time_budget if time_budget is not None else (DEFAULT_TIME_BUDGET_S if steps is None else None)
-    sized = hidden is None and budget is not None and init is None and not resume
-    # The budget sizes what the user left unset: a dropout chosen by hand stays.
-    chosen_for_budget = {name: value for name, value in shape_for_budget(budget).items() if name not in shape} if sized else {}
-    shape.update(chosen_for_budget)
     model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
     train_config = TrainConfig(**given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
@@ -129,10 +128,8 @@ def train(
         with distributed.stopped_peers(out):
             with rundir.removed_if_unused(out), interrupted_before_training():
                 trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
-                                  encoding=encoding, errors=errors, init=init)
-            if sized:  # said once the corpus has loaded, so that bad input gets its one error line alone
-                flags = " ".join(f"--{name} {value}" for name, value in chosen_for_budget.items())
-                reporter.log(f"sized for a {format_duration(budget)} budget: {flags} (set them to choose)")
+                                  encoding=encoding, errors=errors, init=init,
+                                  sized=budget.sized_fields(shape, resume, init is not None))
             summary = trainer.run()
         distributed.finish()
     finally:
@@ -143,12 +140,16 @@ def train(
 
 
 def load_model(checkpoint_arg: Optional[str], impl: str, device_name: str):
-    path = checkpoint.resolve_checkpoint(checkpoint_arg)
-    payload = checkpoint.load_checkpoint(path)
+    payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(checkpoint_arg))
+    return (payload, *built_model(payload, impl, device_name))
+
+
+def built_model(payload: dict, impl: str, device_name: str):
+    """The payload's model on the device asked for, its vocabulary, and the device."""
     device = pick_device(device_name)
     if impl not in ("fused", "cells"):
         raise CharRNNError(f"unknown --impl {impl!r}; choose fused or cells")
-    return payload, model_from_checkpoint(payload, impl=impl, device=device), Vocab(payload["vocab"]), device
+    return model_from_checkpoint(payload, impl=impl, device=device), Vocab(payload["vocab"]), device
 
 
 @app.command()
@@ -161,7 +162,10 @@ def sample(
     top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set reaching probability p.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text.")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Independent samples, generated as one batch.")] = 1,
-    separator: Annotated[str, typer.Option(help="Written between samples.")] = "\n\n",
+    separator: Annotated[Optional[str], typer.Option(help="Written between samples. Default: a blank line; with --lines, none (each line ends with its newline).", show_default=False)] = None,
+    stop: Annotated[Optional[List[str]], typer.Option("--stop", help="End a sample where this text first appears in what is generated; it is not written. Repeatable.", metavar="STR", show_default=False)] = None,
+    lines: Annotated[bool, typer.Option("--lines", help="Each sample one line: begun after a newline (and after the prime, whose last line it completes), ended at the next.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line per sample: its index, its text (as written without --json) and what reproduces it: prime, seed, settings, checkpoint and its sha256.")] = False,
     device: DeviceOption = "auto",
     impl: ImplOption = "fused",
     precision: Annotated[str, typer.Option(help="auto|fp32|fp16|int8: how the steps store the weights; auto on x86 CPUs "
@@ -173,7 +177,12 @@ def sample(
     validate_sampling(temp, top_k, top_p, length, seed)
     if num_samples < 1:
         raise CharRNNError(f"-n/--num-samples must be at least 1 (got {num_samples})")
-    _, model, vocab, device = load_model(checkpoint_arg, impl, device)
+    if as_json and separator is not None:
+        raise CharRNNError("--separator does not apply to --json, which writes one object per line; leave one of them out")
+    path = checkpoint.resolve_checkpoint(checkpoint_arg)
+    payload, sha256 = checkpoint.load_with_sha256(path) if as_json else (checkpoint.load_checkpoint(path), None)
+    model, vocab, device = built_model(payload, impl, device)
+    stops = endings(vocab, stop or [], lines)  # refused before any text is written
     if prime is not None:
         check_prime(vocab, prime)  # refused before any text is written
         pieces = [prime]
@@ -184,31 +193,55 @@ def sample(
     else:
         pieces = []
     precision = resolve_weight_precision(precision, device, num_samples)  # refused before any text is written
+    seed = chosen_seed(seed)
+    if as_json:
+        pieces = [whole_prime(pieces)]  # every object holds it
     out = sys.stdout
-    # The output starts with the prime: one sample echoes it as it is read; several write it before
-    # each sample, so it is kept, in a spool that moves to disk when long.
-    prime_copy = TextSpool() if num_samples > 1 else None
-    steps = generate(model, vocab, prime=passed_on(pieces, (prime_copy or out).write), length=length,
+    # Each sample is written after the prime. One plain sample echoes it as it is read; otherwise it is
+    # kept (with --lines, its last line only), in a spool that moves to disk when long.
+    shown = None if num_samples == 1 and not lines and not as_json else ShownPrime(lines)
+    read = passed_on(pieces, (shown or out).write)
+    steps = generate(model, vocab, prime=after_a_newline(read) if lines else read, length=length,
                      temperature=temp, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
                      device=device, precision=precision)
     if "OMP_NUM_THREADS" not in os.environ and device.type == "cpu":
         steps = on_fastest_threads(steps, thread_choices(num_samples))
+    parts = ordered_parts(steps, num_samples, stops)
     with product_output():
-        if num_samples == 1:
-            for (char,) in steps:
-                out.write(char)
-                if char == "\n":
-                    out.flush()
-            out.write("\n")
+        if as_json:
+            write_records(out, parts, shown, {
+                "prime": pieces[0], "seed": seed, "temperature": temp, "top_k": top_k, "top_p": top_p, "length": length,
+                "stop": stop or [], "lines": lines, "num_samples": num_samples, "precision": precision,
+                "device": device.type, "impl": impl, "checkpoint": os.path.abspath(path), "sha256": sha256})
         else:
-            texts = ["".join(chars) for chars in zip(*steps)]
-            for number, text in enumerate(texts):
-                if number:
-                    out.write(separator)
-                out.writelines(prime_copy.pieces(PRIME_CHUNK))
-                out.write(text)
-            out.write("\n")
-            prime_copy.close()
+            write_samples(out, parts, shown, separator if separator is not None else "\n" if lines else "\n\n")
+    if shown is not None:
+        shown.close()
+
+
+def write_samples(out, parts: Iterable[Part], shown: Optional[ShownPrime], separator: str) -> None:
+    """The samples `separator` apart, each after the shown prime, written as they come; flushed at each
+    line's end and each sample's, so that a reader down the pipe gets them whole without waiting."""
+    writing = None  # the sample being written
+    for part in parts:
+        if part.index != writing:
+            if writing is not None:
+                out.write(separator)
+            if shown is not None:
+                out.writelines(shown.pieces())
+            writing = part.index
+        out.write(part.text)
+        if part.ended or "\n" in part.text:
+            out.flush()
+    out.write("\n")
+
+
+def write_records(out, parts: Iterable[Part], shown: ShownPrime, settings: dict) -> None:
+    """One JSON object per line per sample, as each is complete: its index, its text as plain output
+    writes it, and `settings`, what generates it again."""
+    for index, text in whole_samples(parts):
+        out.write(json.dumps({"index": index, "text": shown.text() + text, **settings}, ensure_ascii=False) + "\n")
+        out.flush()
 
 
 def passed_on(pieces: Iterable[str], write: Callable[[str], object]) -> Iterator[str]:
@@ -254,7 +287,10 @@ def stored_corpus(payload: dict) -> list[str]:
     anyone, and could name any directory here or a download: only local files and directories named by
     absolute path (as `charrnn train` stores them) are read, or [] for the built-in corpus."""
     sources = payload.get("corpus_args")
-    if sources is None or "-" in sources:
+    if sources is None:  # an exported folder leaves out the paths of the machine that trained it
+        raise CharRNNError("this checkpoint does not name the files it was trained on, so its validation split "
+                           "cannot be re-read; pass FILE (or - for stdin) to score")
+    if "-" in sources:
         raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
     for source in sources:
         if not (os.path.isabs(source) and (os.path.isfile(source) or os.path.isdir(source))):
@@ -327,6 +363,61 @@ def score(
             for result in batch:
                 out.writelines(result.row(as_json))
             out.flush()
+
+
+SortKey = Literal[tuple(runs_lib.SORT_KEYS)]
+RUN_COLUMNS = ("name", "model", "params", "corpus", "steps", "time", "best bpc", "written")
+
+
+@app.command()
+def runs(
+    directory: Annotated[Path, typer.Argument(help="The directory that holds the runs.")] = checkpoint.RUNS_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
+    sort: Annotated[SortKey, typer.Option(help="name; bpc (best first); written (newest first); steps, time, size (most first).")] = "name",
+):
+    """The runs under ./runs (or DIRECTORY), one line each, to compare: model, corpus, steps, time, best bpc."""
+    summaries = runs_lib.list_runs(directory, sort)
+    if not summaries:
+        print(f"charrnn: no runs under {escaped(str(directory))}; train one with `charrnn train`", file=sys.stderr)
+    with product_output():
+        if as_json:
+            for run in summaries:
+                print(json.dumps(run.as_dict()))
+        elif summaries:
+            for line in aligned([RUN_COLUMNS] + [run_cells(run) for run in summaries]):
+                print(line)
+
+
+def run_cells(run: runs_lib.RunSummary) -> tuple[str, ...]:
+    """A run's row of the table; an unreadable run shows its problem in place of the figures."""
+    if run.problem is not None:
+        return escaped(run.name), f"unreadable: {escaped(run.problem)}"
+    parameters = f"{run.parameters / 1e6:.2f}M" if run.parameters >= 1e6 else f"{run.parameters / 1e3:.1f}K"
+    return (escaped(run.name), f"{run.model} {run.layers}x{run.hidden}", parameters, escaped(run.corpus or "-"), "-" if run.steps is None else f"{run.steps:,}",
+            "-" if run.elapsed_s is None else format_duration(run.elapsed_s),
+            "-" if run.best_val_bpc is None else f"{run.best_val_bpc:.3f}",
+            "-" if run.written is None else datetime.fromtimestamp(run.written).strftime("%Y-%m-%d %H:%M"))
+
+
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as lines of left-aligned columns, two spaces apart; a shorter row's last cell (a message) runs on."""
+    columns = max(map(len, rows))
+    widths = [max(len(row[column]) for row in rows if len(row) == columns) for column in range(columns)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+ExportFormat = Literal[tuple(export_lib.FORMATS)]
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="A run directory, a .pt file or an exported folder.", show_default=False)],
+    format_name: Annotated[ExportFormat, typer.Option("--format", "-f", help="hf: a safetensors folder with config.json and a model card, which -c reads; onnx: a one-step graph for any ONNX runtime; html: one web page that generates offline.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: a folder (hf) or a file.", show_default=False)],
+):
+    """Write a model for use outside charrnn."""
+    export_lib.export(run, format_name, out)
+    print(f"charrnn: wrote {escaped(str(out))}", file=sys.stderr)
 
 
 def show_usage_problem(error) -> None:
@@ -460,25 +551,33 @@ def viz(
             console.print(f"wrote {html_out}", markup=False)
 
 
+def interrupted() -> int:
+    """Say so in one line, even if the key is pressed again, and give the exit code for it."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+    print("charrnn: interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 def main() -> None:
     """Entry point: turns errors into one line on stderr and the documented exit codes."""
     try:
         code = app(standalone_mode=False)
+        if code == INTERRUPTED:  # typer turns a Ctrl-C inside a command into this code, without a word
+            code = interrupted()
     except CharRNNError as error:
         if distributed.reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
-            print(f"charrnn: error: {error}", file=sys.stderr)
+            print(f"charrnn: error: {escaped(str(error))}", file=sys.stderr)  # one line, whatever a file put in it
         code = 1
-    except TrainingInterrupted as interrupted:
+    except TrainingInterrupted as stop:
         if distributed.is_main():
-            print(f"charrnn: {interrupted}", file=sys.stderr)
-        code = 130
+            print(f"charrnn: {stop}", file=sys.stderr)
+        code = INTERRUPTED
     except UsageProblem as error:
         show_usage_problem(error)
         code = error.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one line, even if the key is pressed again
-        print("charrnn: interrupted", file=sys.stderr)
-        code = 130
+        code = interrupted()
     except OSError as error:  # the machine rather than the input (disk full, permissions): still one line
         where = f"{error.filename}: " if error.filename else ""
         print(f"charrnn: error: {where}{error.strerror or error}", file=sys.stderr)

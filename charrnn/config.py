@@ -14,36 +14,6 @@ IMPLEMENTATIONS = ("fused", "cells")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 
-# With neither --steps nor --time, a run lasts this long: long enough to learn
-# something visible on a laptop CPU, short enough for a first try.
-DEFAULT_TIME_BUDGET_S = 180.0
-
-
-# The model's size follows a --time budget: a bigger network learns more from each character but
-# reads fewer of them a minute. Measured with benchmarks/quality.py on tiny-shakespeare on a 2-core
-# CPU (val loss, nats/char), before weight decay became the default:
-#   1 min:  1x256 1.560, 1x384 1.603        5 min: 1x256 1.532, 1x384 1.477, 2x256 1.529
-# (1x384 at 1 min, 1x256 and 2x256 at 5 were scored as 64 streams: about 0.004 high.)
-# With weight decay 0.1 and lr 2e-2, at the steps each size makes in a budget (1 thread each, side by
-# side, `-- --steps N --hidden H`):
-#   5 min:   1x384 3,500 steps 1.429, 1x640 1,730 steps 1.426 (a tie: the crossover)
-#   7.5 min: 1x512 3,600 steps 1.429, 1x640 2,600 steps 1.397
-#   10 min:  1x512 4,600 steps 1.416, 1x640 3,450 steps 1.400 (seed 1338: 1.395), 1x768 2,500 steps 1.403
-# At 10 minutes 1x640 reads tiny-shakespeare 7 times and overfits (train 1.11), so its tier drops out
-# a fifth of the LSTM's outputs: 1.400 with none, 1.398 with 0.1, 1.396 with 0.2 on tiny-shakespeare;
-# on 0.9M characters of Korean (vocabulary 1,105, 2,466 steps) 2.520 with none, 2.489 with 0.2; on
-# 0.47M characters of Python's documentation (3,300 steps) 1.105 with none, 1.083 with 0.2.
-# The 384 tier keeps none: it underfits rather than overfits (tiny-shakespeare, 3,500 steps: 1.429 with
-# none, 1.433 with 0.1, 1.441 with 0.2).
-# The defaults timed (`--time T`): 1 min 1.535, 5 min 1.426, 10 min 1.393 (1.396 without dropout).
-# Each row: (budgets up to this many seconds, hidden units, dropout).
-SHAPE_BY_TIME_BUDGET = (
-    (120.0, 256, 0.0),
-    (300.0, 384, 0.0),
-    (math.inf, 640, 0.2),
-)
-
-
 # What torch's generators take as a seed: a 64-bit integer, signed or not (-1 and 2**64 - 1 are one seed).
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -52,13 +22,7 @@ def validate_seed(seed: Optional[int]) -> None:
     """Refuse a --seed torch cannot take (it would fail deep inside, as an overflow)."""
     low, high = SEED_RANGE
     if seed is not None and not low <= seed <= high:
-        raise CharRNNError(f"--seed must be a whole number from {low} to {high} (got {seed}); pick a smaller one")
-
-
-def shape_for_budget(seconds: float) -> dict:
-    """The default hidden size and dropout for a wall-time budget (a budget in steps keeps ModelConfig's)."""
-    hidden, dropout = next((hidden, dropout) for limit, hidden, dropout in SHAPE_BY_TIME_BUDGET if seconds <= limit)
-    return {"hidden": hidden, "dropout": dropout}
+        raise CharRNNError(f"--seed must be a whole number from {low} to {high}, the range torch takes (got {seed})")
 
 
 @dataclass
@@ -66,8 +30,8 @@ class ModelConfig:
     """The shape of a network; stored in every checkpoint."""
 
     vocab_size: int = 0
-    # One wide layer beats two narrower ones at equal wall time (see SHAPE_BY_TIME_BUDGET, which
-    # sets hidden and dropout under --time); 1x384 is the size for the default 3-minute budget.
+    # One wide layer beats two narrower ones at equal wall time (under --time, charrnn.budget sets
+    # hidden and dropout); 1x384 is what the default 3-minute budget picks on a laptop CPU.
     model: str = "lstm"
     layers: int = 1
     hidden: int = 384
@@ -112,7 +76,7 @@ class TrainConfig:
     time_budget: Optional[float] = None  # seconds
     schedule_steps: Optional[int] = None  # steps the LR schedule spans; None: the budget (--steps/--time)
     val_fraction: float = 0.1
-    eval_every: int = 500  # ~40 s apart at the default size on a laptop CPU: evaluation costs ~2% of the budget
+    eval_every: Optional[int] = None  # None: charrnn.budget sets it (about ten evaluations over a --time budget)
     eval_chars: int = 262_144  # cap on validation characters per periodic eval
     seed: int = 1337
     device: str = "auto"
@@ -124,17 +88,19 @@ class TrainConfig:
             raise CharRNNError(f"--seq-len must be at least 1 (got {self.seq_len})")
         if self.batch_size < 1:
             raise CharRNNError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            raise CharRNNError(f"--lr must be positive (got {self.lr})")
+        if not 0 < self.lr < math.inf:
+            raise CharRNNError(f"--lr must be a positive number (got {self.lr})")
+        if not 0 <= self.weight_decay < math.inf:
+            raise CharRNNError(f"--weight-decay must be 0 or a positive number (got {self.weight_decay})")
         if self.steps is not None and self.steps < 1:
             raise CharRNNError(f"--steps must be at least 1 (got {self.steps})")
         if self.schedule_steps is not None and self.schedule_steps < 1:
             raise CharRNNError(f"--schedule-steps must be at least 1 (got {self.schedule_steps})")
-        if self.time_budget is not None and not self.time_budget > 0:
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
             raise CharRNNError("--time must be positive, e.g. 90s, 10m or 1h")
         if not 0.0 <= self.val_fraction < 1.0:
             raise CharRNNError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
-        if self.eval_every < 1:
+        if self.eval_every is not None and self.eval_every < 1:
             raise CharRNNError(f"--eval-every must be at least 1 (got {self.eval_every})")
         validate_seed(self.seed)
         if self.impl not in IMPLEMENTATIONS:
@@ -169,6 +135,6 @@ def parse_duration(text: str) -> float:
             break
         total += float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
         position = match.end()
-    if not compact or position != len(compact) or total <= 0:
+    if not compact or position != len(compact) or not 0 < total < math.inf:
         raise CharRNNError(f"cannot read --time {text!r}; write a duration such as 90s, 10m, 1h or 1h30m")
     return total

@@ -8,7 +8,6 @@ import io
 import json
 import math
 import os
-import stat
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import BinaryIO, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from charrnn import cache, corpora
-from charrnn.errors import CharRNNError
+from charrnn import cache, corpora, streams
+from charrnn.errors import CharRNNError, escaped
 from charrnn.vocab import UNKNOWN, Vocab, code_points, id_dtype
 
 CHUNK_BYTES = 8 << 20
@@ -134,11 +133,10 @@ def resolve_sources(args: list[str]) -> list[Source]:
 
 def special_file_source(path: Path) -> Source:
     """A FIFO or a character device reads like stdin; any other kind of file is refused by its kind."""
-    mode = path.stat().st_mode
-    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-        return stream_source(path)
-    kind = "a socket" if stat.S_ISSOCK(mode) else "a block device" if stat.S_ISBLK(mode) else "not a regular file"
-    raise CharRNNError(f"{path}: is {kind}, not text; give a text file, a directory, a FIFO or - for stdin")
+    kind = streams.unstreamable_kind(path)
+    if kind:
+        raise CharRNNError(f"{escaped(str(path))}: is {kind}, not text; give a text file, a directory, a FIFO or - for stdin")
+    return stream_source(path)
 
 
 def corpus_name(args: list[str]) -> str:

@@ -62,6 +62,12 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a GPU (a CPU has none queued): what a clock around it needs."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def autocast(device: torch.device, precision: str):
     """The context a training forward runs in: bf16 autocast, or nothing at all for fp32."""
     if precision == "bf16":

@@ -1,6 +1,9 @@
 """The one error type the library raises; the CLI turns it into a one-line message."""
 
 
+INTERRUPTED = 130  # the exit code after Ctrl-C or SIGTERM, as shells report a SIGINT death
+
+
 class CharRNNError(Exception):
     """A problem the user can act on: the message says what is wrong and what to do."""
 

@@ -16,7 +16,7 @@ def read_history(checkpoint_path: Path, payload: dict) -> list[dict]:
     """The run's metrics.jsonl beside the checkpoint (the whole run), else the history the checkpoint holds."""
     metrics = Path(checkpoint_path).parent / METRICS
     history = payload.get("history") or []
-    if metrics.is_file():
+    if metrics.is_file() and not Path(checkpoint_path).is_dir():  # an exported folder holds its whole history itself
         try:
             rows = [json.loads(line) for line in metrics.read_text("utf-8").splitlines() if line.strip()]
             if len(rows) >= len(history) and all(isinstance(row, dict) for row in rows):
@@ -29,6 +29,12 @@ def read_history(checkpoint_path: Path, payload: dict) -> list[dict]:
 def series(history: list[dict], key: str) -> list[tuple[float, float]]:
     return [(row["step"], row[key]) for row in history
             if all(isinstance(row.get(name), (int, float)) and math.isfinite(row[name]) for name in (key, "step"))]
+
+
+def best_bpc(history: list[dict], val_loss: Optional[float] = None) -> Optional[float]:
+    """The run's lowest validation loss in bits per character; else `val_loss`'s; None if never validated."""
+    best = min((loss for _, loss in series(history, "val_loss")), default=val_loss)
+    return None if best is None else best / math.log(2)
 
 
 def terminal_curve(history: list[dict], width: int = 64, height: int = 12) -> str:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from charrnn import checkpoint
+from charrnn import cache, checkpoint
 from charrnn.errors import CharRNNError
 
 try:
@@ -25,6 +25,20 @@ LOCK = ".lock"
 
 _held: dict[Path, int] = {}  # run directory -> descriptor of its lock file, for the life of this process
 _created: set[Path] = set()  # run directories this process made (a run that never starts removes them)
+
+
+def unwritable(folder: Path, error: OSError) -> CharRNNError:
+    return CharRNNError(f"cannot write to the run directory {folder} ({error.strerror or error}); choose another with --out")
+
+
+def require_writable(folder: Path) -> None:
+    """Create and remove a file: a directory whose files are writable may still refuse new ones (chattr +i)."""
+    probe = cache.temporary_name(folder / "write-test")
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise unwritable(folder, error) from None
 
 
 class Busy(CharRNNError):
@@ -51,8 +65,7 @@ def lock(folder: Path) -> None:
     try:
         descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as error:
-        raise CharRNNError(f"cannot write to the run directory {folder} ({error.strerror or error}); "
-                           "choose another with --out") from None
+        raise unwritable(folder, error) from None
     try:
         if fcntl is not None:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,8 +94,7 @@ def make(folder: Path) -> None:
     except FileExistsError:
         pass
     except OSError as error:
-        raise CharRNNError(f"cannot write to the run directory {folder} ({error.strerror or error}); "
-                           "choose another with --out") from None
+        raise unwritable(folder, error) from None
 
 
 def default_directory(base: Path, processes: int = 1) -> Path:
@@ -125,6 +137,7 @@ def prepare(out_dir: Path, resume: bool, force: bool) -> None:
         raise CharRNNError(f"--out {out_dir} is an existing file; name a directory for the run")
     make(out_dir)
     lock(out_dir)
+    require_writable(out_dir)
     if resume and not (out_dir / checkpoint.LAST).is_file():
         raise CharRNNError(f"{out_dir}: no {checkpoint.LAST} to resume from; train without --resume first")
     if has_run(out_dir) and not resume and not force:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
@@ -14,9 +15,9 @@ from charrnn.model import CharRNN, State
 from charrnn.stepper import Stepper, resolve_weight_precision
 from charrnn.vocab import UNKNOWN, Vocab, code_points
 
-# Characters of the prime read per forward call, the state carried from one call to the next. The
-# call's activations grow with its length (a 5 MB prime in one call wanted 6.4 GB on a 1x32 LSTM),
-# so a prime of any length, even an endless one piped in, is read in memory of this size.
+# Characters of the prime read per forward call, the state carried from one call to the next. A
+# call's activations grow with its length (a 5 MB prime in one call asked for over 5 GB on a 1x32
+# LSTM), so a prime of any length, even an endless one piped in, is read in the memory of this many.
 PRIME_CHUNK = 4096
 
 
@@ -32,6 +33,11 @@ def validate_sampling(temperature: float, top_k: Optional[int], top_p: Optional[
     if length < 0:
         raise CharRNNError(f"--length must be 0 or more (got {length})")
     validate_seed(seed)
+
+
+def chosen_seed(seed: Optional[int]) -> int:
+    """`seed`, or a fresh random one when none is given: a seed that can be reported reproduces the text."""
+    return seed if seed is not None else secrets.randbits(63)
 
 
 def prime_ids(vocab: Vocab, prime: str) -> np.ndarray:

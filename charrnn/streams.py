@@ -17,14 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, escaped
 
 DECODING_ERRORS = ("strict", "replace", "ignore")  # what --errors may say about undecodable bytes
 SPOOL_IN_MEMORY = 1 << 20  # bytes a spool keeps in memory before it moves to a temporary file
 
 
 def display_name(name: str) -> str:
-    return "<stdin>" if name == "-" else name
+    """The input as an error message names it: a file name may hold anything, even a newline."""
+    return "<stdin>" if name == "-" else escaped(name)
 
 
 @contextlib.contextmanager
@@ -46,7 +47,7 @@ def text_input(name: str, encoding: str = "utf-8", errors: str = "strict", newli
     try:
         binary = sys.stdin.buffer if name == "-" else open(name, "rb")  # a FIFO or device opens like a file
     except OSError as error:
-        raise CharRNNError(f"{name}: cannot read: {error.strerror or error}") from None
+        raise CharRNNError(f"{display_name(name)}: cannot read: {error.strerror or error}") from None
     stream = io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline=newline)
     try:
         yield stream
@@ -59,17 +60,21 @@ def text_input(name: str, encoding: str = "utf-8", errors: str = "strict", newli
             stream.close()
 
 
+def unstreamable_kind(path: Path) -> Optional[str]:
+    """What `path` is when it cannot be read as a stream of text (a socket, a block device); None when it can."""
+    mode = path.stat().st_mode
+    return "a socket" if stat.S_ISSOCK(mode) else "a block device" if stat.S_ISBLK(mode) else None
+
+
 def refuse_unreadable(name: str) -> None:
     """Refuse, by its kind, what is not text to read: a regular file, a FIFO or a character device
     (`/dev/stdin`, `/dev/zero`) all read as text, the last two as the stream they are."""
     path = Path(name)
     if not path.exists():
-        raise CharRNNError(f"{name}: no such file; give text files, or - for stdin")
-    mode = path.stat().st_mode
-    kind = ("a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a block device" if stat.S_ISBLK(mode) else None)
+        raise CharRNNError(f"{display_name(name)}: no such file; give text files, or - for stdin")
+    kind = "a directory" if path.is_dir() else unstreamable_kind(path)
     if kind:
-        raise CharRNNError(f"{name}: is {kind}, not text; give a text file, a FIFO, or - for stdin")
+        raise CharRNNError(f"{display_name(name)}: is {kind}, not text; give a text file, a FIFO, or - for stdin")
 
 
 def read_chunks(name: str, size: int, encoding: str = "utf-8", **options) -> Iterator[str]:

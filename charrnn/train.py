@@ -12,15 +12,15 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from charrnn import cache, checkpoint, distributed, finetune, rundir
-from charrnn.config import DEFAULT_TIME_BUDGET_S, ModelConfig, TrainConfig, from_dict, to_dict
+from charrnn import budget, cache, checkpoint, distributed, finetune, rundir
+from charrnn.config import ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.data import evaluation_windows, load_corpus, training_windows
-from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision
+from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import total_loss
 from charrnn.model import CharRNN, detach_state, training_bytes
@@ -164,12 +164,43 @@ def state_to(state, device):
     return tuple(s.to(device) for s in state) if isinstance(state, (tuple, list)) else state.to(device)
 
 
+def gradients(network: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+              state, precision: str, grad_clip: float) -> tuple[torch.Tensor, object]:
+    """Forward, loss and clipped gradients of one window: the loss, and the state to carry to the next window."""
+    with autocast(inputs.device, precision):
+        logits, state = network(inputs, state)
+    # Autocast hands back bf16 states; carry fp32 so every window (and last.pt) sees one dtype.
+    state = state_to(detach_state(state), torch.float32)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+    return loss, state
+
+
+def throwaway_step(model_config: ModelConfig, config: TrainConfig, window, device: torch.device,
+                   precision: str) -> Callable[[], None]:
+    """A training step of a fresh network of this shape on one window, to call again and again: for timing sizes."""
+    model = CharRNN(model_config, impl=config.impl).to(device)
+    optimizer = make_optimizer(model, config)
+    inputs, targets = (tensor.to(device) for tensor in window)
+    state = model.initial_state(config.batch_size, device)
+
+    def step() -> None:
+        gradients(model, optimizer, inputs, targets, state, precision, config.grad_clip)
+        optimizer.step()
+        synchronize(device)  # a GPU queues its work: the clock must wait for it to finish
+
+    return step
+
+
 class Trainer:
     """One run: owns the model, optimizer, data windows and run directory."""
 
     def __init__(self, corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig,
                  out_dir: Path, resume: bool = False, force: bool = False, reporter: Optional[Reporter] = None,
-                 encoding: str = "utf-8", errors: str = "strict", init: Optional[dict] = None):
+                 encoding: str = "utf-8", errors: str = "strict", init: Optional[dict] = None,
+                 sized: Sequence[str] = ()):
         self.reporter = reporter or Reporter(quiet=True)
         self.out_dir = Path(out_dir)
         # Under torchrun, one process per rank; only rank 0 speaks and touches the run directory.
@@ -186,9 +217,7 @@ class Trainer:
                                    device=train_config.device, impl=train_config.impl,
                                    precision=train_config.precision)
             corpus_args = corpus_args or saved["corpus_args"]
-        budget_defaulted = train_config.steps is None and train_config.time_budget is None
-        if budget_defaulted:
-            train_config = replace(train_config, time_budget=DEFAULT_TIME_BUDGET_S)
+        train_config, budget_defaulted = budget.with_default_budget(train_config)
         model_config.validate()
         train_config.validate()
         self.train_config = train_config
@@ -209,7 +238,7 @@ class Trainer:
         if saved is not None and self.corpus.vocab.chars != saved["vocab"]:  # the same verdict on every rank
             self.group.stop_all(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
         if budget_defaulted:  # said once the corpus has loaded, so that bad input gets its one error line alone
-            self.reporter.log(f"no --steps or --time given: training for {format_duration(DEFAULT_TIME_BUDGET_S)}")
+            self.reporter.log(f"no --steps or --time given: training for {format_duration(train_config.time_budget)}")
         self.corpus_args = [a if a == "-" else str(Path(a).resolve()) for a in corpus_args]
         self.model_config = replace(model_config, vocab_size=len(self.corpus.vocab))
         train_ids, val_ids = self.corpus.split(train_config.val_fraction)
@@ -218,13 +247,14 @@ class Trainer:
                                                    train_config.seq_len))  # too short a corpus: one line for the job
         self.windows = self.group.shard(windows)
         self.val_windows = evaluation_windows(val_ids, train_config.seq_len) if len(val_ids) >= 2 else None
+        self.model_config, self.train_config = self.planned(sized)
 
         require_memory(self.model_config, self.device)
         torch.manual_seed(train_config.seed)
         self.model = CharRNN(self.model_config, impl=train_config.impl).to(self.device)
         self.optimizer = make_optimizer(self.model, train_config)
         if self.group.active:
-            torch.manual_seed(train_config.seed + self.group.rank)  # same weights everywhere, own dropout masks
+            torch.manual_seed((train_config.seed + self.group.rank) % 2**64)  # same weights everywhere, own dropout masks
         self.progress = RunProgress()
         self.state = self.model.initial_state(train_config.batch_size, self.device)
         if saved is not None:
@@ -241,6 +271,24 @@ class Trainer:
             write_metrics(self.out_dir, self.progress.history)
         self.backend = backend_name(self.device, train_config.impl)
         self.network = self.group.wrap(self.model)  # DDP under torchrun: gradients averaged over the ranks
+
+    def planned(self, sized: Sequence[str]) -> tuple[ModelConfig, TrainConfig]:
+        """What the budget decides (charrnn.budget): the `sized` fields of the network and the evaluation cadence."""
+        config = self.train_config
+        chars_per_step = config.batch_size * config.seq_len * self.group.world_size
+        plan = budget.plan(config, tuple(sized), self.model_config.hidden, self.timed_steps, chars_per_step)
+        if plan.note:
+            self.reporter.log(plan.note)
+        return replace(self.model_config, **plan.shape), replace(config, eval_every=plan.eval_every)
+
+    def timed_steps(self, hidden: int, enough: float) -> tuple[float, float]:
+        """Seconds per step of a throwaway network `hidden` wide, and what timing it cost, as the slowest rank
+        saw them, so that every rank decides alike. Timed without DDP: ranks may time different numbers of steps."""
+        started = time.perf_counter()
+        step = throwaway_step(replace(self.model_config, hidden=hidden), self.train_config, self.windows[0],
+                              self.device, self.precision)
+        step_s = budget.seconds_per_step(step, enough)
+        return self.group.max(step_s), self.group.max(time.perf_counter() - started)
 
     def describe(self) -> str:
         m, c = self.model_config, self.corpus
@@ -360,14 +408,8 @@ class Trainer:
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast(self.device, self.precision):
-            logits, state = self.network(inputs, self.state)
-        # Autocast hands back bf16 states; carry fp32 so every window (and last.pt) sees one dtype.
-        self.state = state_to(detach_state(state), torch.float32)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
+        loss, self.state = gradients(self.network, self.optimizer, inputs, targets, self.state, self.precision,
+                                     self.train_config.grad_clip)
         value = loss.item()
         if not math.isfinite(value):
             raise CharRNNError(

@@ -4,8 +4,11 @@ payload's fields and the weights' shapes are checked before anything is inflated
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import os
 import re
+import shutil
 import struct
 import zipfile
 from pathlib import Path
@@ -92,6 +95,24 @@ def test_malformed_payload_gets_one_clear_line(good, tmp_path, name):
         checkpoint.load_checkpoint(edited(good, tmp_path / "bad.pt", change))
     message = str(refused.value)
     assert fragment in message and "bad.pt" in message and "\n" not in message, message
+
+
+def test_the_sha256_reported_is_of_the_file_the_payload_came_from(tiny_run, tmp_path, monkeypatch):
+    # A run saving best.pt (a rename) while it is read: the payload is read again, from the new file.
+    shutil.copy(tiny_run / checkpoint.BEST, tmp_path / "best.pt")
+    load, loaded = checkpoint.load_checkpoint, []
+
+    def saved_meanwhile(path):
+        loaded.append(load(path))
+        if len(loaded) == 1:
+            shutil.copy(tiny_run / checkpoint.LAST, tmp_path / "next.pt")
+            os.replace(tmp_path / "next.pt", path)
+        return loaded[-1]
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", saved_meanwhile)
+    payload, digest = checkpoint.load_with_sha256(tmp_path / "best.pt")
+    assert len(loaded) == 2 and payload is loaded[1]
+    assert digest == hashlib.sha256((tiny_run / checkpoint.LAST).read_bytes()).hexdigest()
 
 
 def test_good_checkpoints_still_load(tiny_run):

@@ -1,5 +1,6 @@
 """The CLI end to end, run as a user types it: train, sample, eval, info."""
 
+import hashlib
 import json
 
 from conftest import TINY_MODEL
@@ -108,3 +109,34 @@ def test_force_starts_the_metrics_afresh(cli, corpus_file):
         cli("train", corpus_file, "-o", "run", "--steps", "4", *TINY_MODEL, "--eval-every", "2", "--force")
     metrics = (cli.cwd / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == [2, 4]
+
+
+def flags_of(record: dict) -> list:
+    """The `charrnn sample` flags a --json object names: what generates its text again."""
+    flags = ["-c", record["checkpoint"], "--prime", record["prime"], "--seed", record["seed"], "--temp", record["temperature"],
+             "--length", record["length"], "-n", record["num_samples"], "--precision", record["precision"],
+             "--device", record["device"], "--impl", record["impl"]]
+    flags += [f"--{name.replace('_', '-')}={record[name]}" for name in ("top_k", "top_p") if record[name] is not None]
+    return flags + [flag for stop in record["stop"] for flag in ("--stop", stop)] + ["--lines"] * record["lines"]
+
+
+def test_whole_lines_stop_strings_and_json_that_reproduces_them(cli, tiny_run):
+    # No --seed: sample chooses one and reports it, and the record must generate the same text again.
+    records = [json.loads(line) for line in cli("sample", "-c", tiny_run, "-n", "6", "--lines", "--json",
+                                                "--prime", "Citizen:\nAl").stdout.splitlines()]
+    assert [record["index"] for record in records] == list(range(6))
+    assert records[0]["sha256"] == hashlib.sha256((tiny_run / "best.pt").read_bytes()).hexdigest()
+    assert isinstance(records[0]["seed"], int) and records[0]["checkpoint"] == str(tiny_run / "best.pt")
+    texts = [record["text"] for record in records]
+    assert all(text.startswith("Al") and "\n" not in text for text in texts)  # the prime's last line, completed
+
+    # Fed back as flags, with a stop string that occurs in the longest line: the same lines, each cut
+    # where a stop string first begins in its generated part, the stop string left out.
+    generated = [text[len("Al"):] for text in texts]
+    longest = max(generated, key=len)
+    stops = [longest[len(longest) // 2 : len(longest) // 2 + 2], "zz"]
+    again = cli("sample", *flags_of({**records[0], "stop": stops})).stdout
+    assert again.endswith("\n") and len(again.splitlines()) == 6  # six whole lines, no blank ones
+    firsts = [min((part.find(stop) for stop in stops if stop in part), default=len(part)) for part in generated]
+    assert again.splitlines() == ["Al" + part[:first] for part, first in zip(generated, firsts)]
+    assert any(first < len(part) for part, first in zip(generated, firsts))

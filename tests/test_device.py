@@ -16,7 +16,13 @@ from charrnn.train import Trainer
 from charrnn.vocab import Vocab
 
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+def needs_cuda(test):
+    """A GPU test: skipped without CUDA, and marked so that `pytest -m gpu` runs it alone."""
+    return pytest.mark.gpu(pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")(test))
+
+
 TINY = ModelConfig(model="lstm", layers=2, hidden=16, embed=8)
 
 

@@ -1,0 +1,167 @@
+"""The budget: how long a run trains, how big a network that time buys, and how often it evaluates.
+
+A --time budget sizes the network from the speed of the device it runs on: a few timed steps of each
+candidate size, then the largest size that reads, within the budget, the characters it needs to beat
+the size below it. Those sizes and needs come from runs on a 2-core CPU (benchmarks/RESULTS.md); a
+device slower than that CPU keeps the sizes chosen there, which still won on a CPU 3.5 times slower.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+from charrnn.config import TrainConfig
+from charrnn.progress import format_duration
+
+# With neither --steps nor --time, a run lasts this long: long enough to learn something visible on a
+# laptop CPU, short enough for a first try.
+DEFAULT_TIME_BUDGET_S = 180.0
+EVAL_EVERY_STEPS = 500  # a budget in steps evaluates this often
+EVALS_PER_BUDGET = 10  # a --time budget evaluates about this many times, however fast the device
+PROBE_STEPS = 3  # timed steps per candidate size, after one untimed warm-up
+PROBE_SHARE = 0.03  # timing larger sizes stops once it has cost this share of the budget
+STEP_CHARS = 32 * 64  # characters in a step of the runs the tiers come from (32 windows of 64)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A network size the budget may choose, and what the CPU runs said about it."""
+
+    hidden: int
+    dropout: float
+    needs: float  # characters it must read within the budget to beat the tier below
+    reference: float = 0.0  # its chars/s on the CPU the tiers were measured on (0: not measured there)
+
+
+# A tier needs what it read on that CPU at the budget where it overtook the tier below: 1x384 at 2 minutes,
+# 1x640 at its 5-minute tie with 1x384, 1x768 at its 10-minute tie with 1x640. Tiers past 768 are for
+# faster devices and were never measured: their needs grow as hidden ** 0.75, a fit to the three above, and
+# their dropout with the passes a fast device makes over a small corpus (a guess, until a GPU measures it).
+TIERS = (
+    Tier(256, 0.0, needs=0, reference=1_500 * STEP_CHARS / 60),
+    Tier(384, 0.0, needs=1_400 * STEP_CHARS, reference=3_500 * STEP_CHARS / 300),
+    # Past 5 minutes a 640-wide network rereads a small corpus often enough to memorise it.
+    Tier(640, 0.2, needs=1_730 * STEP_CHARS, reference=1_730 * STEP_CHARS / 300),
+    Tier(768, 0.2, needs=2_500 * STEP_CHARS, reference=2_500 * STEP_CHARS / 600),
+    Tier(1024, 0.3, needs=3_100 * STEP_CHARS),
+    Tier(1536, 0.4, needs=4_200 * STEP_CHARS),
+)
+SIZED_FIELDS = ("hidden", "dropout")
+
+# measure(hidden, enough) -> (seconds per step, seconds the timing cost): the caller times real steps.
+Measure = Callable[[int, float], tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One candidate size, timed on this device."""
+
+    tier: Tier
+    step_s: float
+    chars_per_s: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the budget decided: the network fields it set, the evaluation cadence, and the line that says so."""
+
+    shape: dict
+    eval_every: int
+    note: Optional[str] = None
+
+
+def with_default_budget(config: TrainConfig) -> tuple[TrainConfig, bool]:
+    """The config with a budget: DEFAULT_TIME_BUDGET_S when it has neither steps nor time (and whether it had none)."""
+    if config.steps is None and config.time_budget is None:
+        return replace(config, time_budget=DEFAULT_TIME_BUDGET_S), True
+    return config, False
+
+
+def sized_fields(given_shape: dict, resume: bool, fine_tune: bool) -> tuple[str, ...]:
+    """The network fields a --time budget picks: hidden, and dropout unless given. None when --hidden is
+    set, on --resume (the run keeps its shape) or with --init-from (the checkpoint's shape)."""
+    if "hidden" in given_shape or resume or fine_tune:
+        return ()
+    return tuple(name for name in SIZED_FIELDS if name not in given_shape)
+
+
+def seconds_per_step(step: Callable[[], None], enough: float = math.inf, steps: int = PROBE_STEPS,
+                     clock: Callable[[], float] = time.perf_counter) -> float:
+    """The fastest of up to `steps` timed calls of `step`, after one untimed call, stopping once the timed
+    calls have taken `enough` seconds. The fastest: on a shared machine, the least disturbed is the truest."""
+    step()  # a shape's first step sets up its kernels (oneDNN primitives, cuDNN plans)
+    fastest, spent = math.inf, 0.0
+    for _ in range(steps):
+        started = clock()
+        step()
+        took = clock() - started
+        fastest, spent = min(fastest, took), spent + took
+        if spent >= enough:
+            break
+    return fastest
+
+
+def choose_tier(seconds: float, measure: Measure, chars_per_step: int) -> tuple[Tier, list[Timed]]:
+    """The largest tier that reads what it needs in `seconds` at this device's speed (at least the tier the CPU
+    the tiers were measured on would choose), and the tiers timed to decide it."""
+    floor = max(i for i, tier in enumerate(TIERS) if seconds * tier.reference > tier.needs)
+    chosen, timed, spent = TIERS[floor], [], 0.0
+    for tier in TIERS[floor:]:
+        step_s, cost_s = measure(tier.hidden, PROBE_SHARE * seconds)
+        spent += cost_s if timed else 0.0  # the first timing also sets the device up (CUDA, cuDNN), as training would
+        timed.append(Timed(tier, step_s, chars_per_step / step_s))
+        if seconds * max(timed[-1].chars_per_s, tier.reference) <= tier.needs:
+            break
+        chosen = tier
+        if timed[-1].chars_per_s < tier.reference or spent >= PROBE_SHARE * seconds:
+            break  # slower than the CPU the tiers were measured on, whose choice then stands; or out of time to time
+    return chosen, timed
+
+
+def evaluation_interval(config: TrainConfig, step_s: float) -> int:
+    """Steps between evaluations: EVALS_PER_BUDGET of them over the steps the budget buys at `step_s`."""
+    steps = config.time_budget / max(step_s, 1e-9)
+    if config.steps is not None:
+        steps = min(steps, config.steps)
+    return max(1, round(steps / EVALS_PER_BUDGET))
+
+
+def plan(config: TrainConfig, sized: tuple[str, ...], hidden: int, measure: Measure, chars_per_step: int) -> Plan:
+    """Under a --time budget, the `sized` network fields and, without --eval-every, the evaluation cadence,
+    from steps timed on this device. A budget in steps keeps the defaults and times nothing."""
+    seconds = config.time_budget
+    if seconds is None or not (sized or config.eval_every is None):
+        return Plan({}, config.eval_every or EVAL_EVERY_STEPS)
+    if sized:
+        tier, timed = choose_tier(seconds, measure, chars_per_step)
+        shape = {name: getattr(tier, name) for name in sized}
+        step_s = next(t.step_s for t in timed if t.tier == tier)
+        notes = [sizing_note(seconds, shape, tier, timed)]
+    else:
+        shape, step_s, notes = {}, measure(hidden, PROBE_SHARE * seconds)[0], []
+    if config.eval_every is not None:
+        return Plan(shape, config.eval_every, notes[0])
+    eval_every = evaluation_interval(config, step_s)
+    notes.append(f"evaluating every {eval_every:,} steps (about {EVALS_PER_BUDGET} times in "
+                 f"{format_duration(seconds)} at {chars_per_step / step_s / 1000:,.1f}k chars/s)")
+    return Plan(shape, eval_every, "; ".join(notes))
+
+
+def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -> str:
+    """What the budget chose and why: the speeds timed, and what kept a larger size out."""
+    flags = " ".join(f"--{name} {value}" for name, value in shape.items())
+    speeds = ", ".join(f"{t.chars_per_s / 1000:,.1f}k chars/s at hidden {t.tier.hidden}" for t in timed)
+    last = timed[-1]
+    if last.tier != chosen:
+        why = (f"hidden {last.tier.hidden} would read {seconds * last.chars_per_s / 1e6:,.1f}M of the "
+               f"{last.tier.needs / 1e6:,.1f}M characters it needs")
+    elif last.chars_per_s < chosen.reference:
+        why = "slower than the CPU the sizes were measured on, whose choice stands"
+    elif chosen == TIERS[-1]:
+        why = "the largest size"
+    else:
+        why = "no time left to time a larger size"
+    return f"sized for a {format_duration(seconds)} budget: {flags} (set them to choose); timed {speeds}: {why}"

@@ -1,0 +1,67 @@
+"""A model outside charrnn: `charrnn export RUN --format F -o PATH`.
+
+Every format is one function from a checked checkpoint payload to files at PATH, listed in FORMATS;
+the command's choices are its keys, so a new format is one function and one line here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+from charrnn import cache, checkpoint, hf
+from charrnn.card import model_card
+from charrnn.errors import CharRNNError
+from charrnn.export_html import write_html
+from charrnn.onnx_graph import one_step_model
+from charrnn.plot import read_history
+
+# Paths of the machine that trained: meaningless elsewhere, and nobody else's business.
+LOCAL_FIELDS = ("corpus_args",)
+
+
+def export(source: Optional[str], format: str, out: Path) -> None:
+    """Write the checkpoint `source` (as -c takes it: a .pt file, a run directory, an exported folder) as `format`."""
+    if format not in FORMATS:
+        raise CharRNNError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
+    path = checkpoint.resolve_checkpoint(source)
+    payload = checkpoint.load_checkpoint(path)
+    payload["history"] = read_history(path, payload)  # the whole run (metrics.jsonl), not only up to best.pt
+    FORMATS[format](payload, Path(out))
+
+
+def write_hf(payload: dict, folder: Path) -> None:
+    """The shareable folder (see `charrnn.hf`): config.json, model.safetensors and the model card."""
+    if folder.exists() and not folder.is_dir():
+        raise CharRNNError(f"-o {folder} is a file; name a folder for config.json, model.safetensors and README.md")
+    shared = checkpoint.REQUIRED_KEYS + ("format_version", *checkpoint.FIELDS)
+    config = {key: payload[key] for key in shared if key in payload and key != "model" and key not in LOCAL_FIELDS}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in hf.folder_files(config, payload["model"], model_card(payload, folder.name)).items():
+        write_file(folder / name, data)
+
+
+def write_onnx(payload: dict, path: Path) -> None:
+    """The one-step graph (see `charrnn.onnx_graph`) as one .onnx file."""
+    if path.is_dir():
+        raise CharRNNError(f"-o {path} is a folder; name the file to write, e.g. {path / 'model.onnx'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, one_step_model(payload).SerializeToString())
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write through a temporary file and a rename: a reader sees the old file or the new one, never half."""
+    temporary = cache.temporary_name(path)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+FORMATS: dict[str, Callable[[dict, Path], None]] = {
+    "hf": write_hf,
+    "onnx": write_onnx,
+    "html": write_html,  # one self-contained web page (see `charrnn.export_html`)
+}

@@ -1,0 +1,44 @@
+"""Configuration: every numeric option at its edges is taken as a number or refused in one line."""
+
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from charrnn.config import ModelConfig, TrainConfig, parse_duration
+from charrnn.errors import CharRNNError
+
+any_float = st.floats(allow_nan=True, allow_infinity=True)
+any_int = st.integers(min_value=-(2**70), max_value=2**70)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(alphabet="0123456789.hmsHMS -+e", max_size=12) | st.text(max_size=8))
+def test_a_duration_is_a_finite_positive_number_of_seconds_or_refused(text):
+    try:
+        seconds = parse_duration(text)
+    except CharRNNError as error:
+        assert "--time" in str(error)
+        return
+    assert 0 < seconds < math.inf
+
+
+@pytest.mark.parametrize("cls, field, values", [
+    (TrainConfig, "lr", any_float), (TrainConfig, "weight_decay", any_float), (TrainConfig, "val_fraction", any_float),
+    (TrainConfig, "time_budget", any_float), (TrainConfig, "seq_len", any_int), (TrainConfig, "batch_size", any_int),
+    (TrainConfig, "steps", any_int), (TrainConfig, "eval_every", any_int), (TrainConfig, "seed", any_int),
+    (ModelConfig, "dropout", any_float), (ModelConfig, "layers", any_int), (ModelConfig, "hidden", any_int),
+])
+def test_numeric_options_are_taken_in_range_or_refused_in_one_line(cls, field, values):
+    @settings(max_examples=25, deadline=None)
+    @given(value=values)
+    def check(value):
+        config = cls(**{field: value})
+        try:
+            config.validate()
+        except CharRNNError as error:
+            assert "\n" not in str(error) and f"--{field.replace('_', '-')}" in str(error).replace("--time", "--time-budget")
+            return
+        assert not isinstance(value, float) or math.isfinite(value)
+
+    check()

@@ -1,0 +1,108 @@
+"""The shareable folder (export --format hf): what -c reads back, checked as a .pt file is."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from charrnn import checkpoint, export, hf
+from charrnn.cli import info, sample
+from charrnn.errors import CharRNNError
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_run, tmp_path_factory) -> Path:
+    exported = tmp_path_factory.mktemp("hf") / "tiny"
+    export.export(str(tiny_run), "hf", exported)
+    return exported
+
+
+def sampled(capsys, source: Path) -> str:
+    """`charrnn sample -c SOURCE --temp 0`, called in this process."""
+    sample(checkpoint_arg=str(source), temp=0.0, length=200, prime="All:", device="cpu")
+    return capsys.readouterr().out
+
+
+def test_the_folder_holds_the_runs_model_and_a_card(folder, tiny_run):
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    original = checkpoint.load_checkpoint(tiny_run / checkpoint.BEST)
+    loaded = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(str(folder)))
+    assert loaded["vocab"] == original["vocab"] and loaded["model_config"] == original["model_config"]
+    assert all(torch.equal(loaded["model"][name], tensor) for name, tensor in original["model"].items())
+    assert "corpus_args" not in loaded  # paths on the machine that trained it stay there
+    card = (folder / hf.CARD).read_text("utf-8")
+    assert "bits per character" in card and "charrnn sample -c tiny --temp 0.8 --seed 1337" in card
+
+
+def test_sample_from_the_folder_equals_sample_from_the_run(folder, tiny_run, capsys, cli):
+    from_run = sampled(capsys, tiny_run)
+    assert cli("sample", "-c", folder, "--temp", "0", "--length", "200", "--prime", "All:", "--device", "cpu").stdout == from_run
+    assert len(from_run) == len("All:") + 200 + 1
+
+
+def rewritten(folder: Path, target: Path, change) -> Path:
+    """A copy of the exported folder with `change` applied to its config (a dict) and weights (a dict), as a
+    stranger could write it (without the weights' checksum, which other tools leave out)."""
+    config = json.loads((folder / hf.CONFIG).read_text())
+    del config[hf.CHECKSUM]
+    weights = checkpoint.load_checkpoint(folder)["model"]
+    change(config, weights)
+    target.mkdir()
+    (target / hf.CONFIG).write_text(json.dumps(config))
+    save_file(weights, target / hf.WEIGHTS)
+    return target
+
+
+def widened(config, weights):
+    weights["head.bias"] = torch.zeros(99)
+
+
+def integers(config, weights):
+    weights["head.bias"] = weights["head.bias"].long()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c, w: c.update(format_version=99), "newer than this charrnn"),
+    (lambda c, w: c["model_config"].update(vocab_size=3), "vocab_size 3"),
+    (lambda c, w: c["model_config"].update(layers="2"), "layers of the wrong type"),
+    (lambda c, w: c.update(history=[{"step": "x"}]), "history has a step"),
+    (lambda c, w: c.pop("vocab"), "not a charrnn checkpoint"),
+    (widened, "head.bias is \\[99\\]"),
+    (integers, "not a table of floating-point tensors"),
+])
+def test_a_strangers_folder_gets_the_checks_a_pt_file_gets(folder, tmp_path, change, message):
+    with pytest.raises(CharRNNError, match=message):
+        checkpoint.load_checkpoint(rewritten(folder, tmp_path / "bad", change))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / hf.CONFIG).write_text("{not json"), "not valid JSON"),
+    (lambda f: (f / hf.WEIGHTS).write_bytes((f / hf.WEIGHTS).read_bytes()[:-7]), "not a readable safetensors file"),
+    (lambda f: (f / hf.WEIGHTS).write_bytes(b"\x00" * 64), "not a readable safetensors file"),
+])
+def test_damaged_files_give_one_line(folder, tmp_path, damage, message):
+    copy = rewritten(folder, tmp_path / "copy", lambda c, w: None)
+    damage(copy)
+    with pytest.raises(CharRNNError, match=message):
+        checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(str(copy)))
+
+
+def test_a_flipped_bit_in_the_weights_is_refused(folder, tmp_path):
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    data = bytearray((copy / hf.WEIGHTS).read_bytes())
+    data[-5] ^= 0x10  # in the last tensor's bytes: the header, and so the shapes, still read well
+    (copy / hf.WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(CharRNNError, match="corrupted"):
+        checkpoint.load_checkpoint(copy)
+
+
+def test_info_on_the_folder_shows_the_whole_runs_history(folder, tiny_run, capsys):
+    info(checkpoint_arg=str(folder), as_json=True, plot=None)
+    details = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert details["checkpoint"] == str(folder) and details["history"] == rows
