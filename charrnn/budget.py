@@ -24,6 +24,7 @@ EVALS_PER_BUDGET = 10  # a --time budget evaluates about this many times, howeve
 PROBE_STEPS = 3  # timed steps per candidate size, after one untimed warm-up
 PROBE_SHARE = 0.03  # timing larger sizes stops once it has cost this share of the budget
 STEP_CHARS = 32 * 64  # characters in a step of the runs the tiers come from (32 windows of 64)
+SUSTAINED_SHARE = 0.8  # a whole run's speed over the probe's, for sizes never run on the tiers' CPU (768: 0.81)
 
 
 @dataclass(frozen=True)
@@ -33,21 +34,27 @@ class Tier:
     hidden: int
     dropout: float
     needs: float  # characters it must read within the budget to beat the tier below
-    reference: float = 0.0  # its chars/s on the CPU the tiers were measured on (0: not measured there)
+    reference: float = 0.0  # its chars/s over whole runs on the CPU the tiers were measured on (0: not measured there)
+    probed: float = 0.0  # its chars/s as `choose_tier` times it on that CPU (fastest steps, no evaluation)
+
+    def sustained(self, probed_chars_per_s: float) -> float:
+        """What a whole run of this size reads a second on a device where its timed steps made `probed_chars_per_s`:
+        the probe runs ahead of a run (fastest steps, no evaluation) by as much as it did on the tiers' CPU."""
+        return probed_chars_per_s * (self.reference / self.probed if self.probed else SUSTAINED_SHARE)
 
 
 # A tier needs what it read on that CPU at the budget where it overtook the tier below: 1x384 at 2 minutes,
-# 1x640 at its 5-minute tie with 1x384, 1x768 at its 10-minute tie with 1x640. Tiers past 768 are for
-# faster devices and were never measured: their needs grow as hidden ** 0.75, a fit to the three above, and
-# their dropout with the passes a fast device makes over a small corpus (a guess, until a GPU measures it).
+# 1x640 at its 5-minute tie with 1x384. 1x768 only tied 1x640 at 10 minutes, so it needs what it would read
+# in 15. Tiers past 768 are for faster devices and were never measured: their needs are a guess (768's,
+# grown as width ** 0.75) and so is their dropout, until a GPU measures them.
 TIERS = (
-    Tier(256, 0.0, needs=0, reference=1_500 * STEP_CHARS / 60),
-    Tier(384, 0.0, needs=1_400 * STEP_CHARS, reference=3_500 * STEP_CHARS / 300),
+    Tier(256, 0.0, needs=0, reference=1_500 * STEP_CHARS / 60, probed=76_600),
+    Tier(384, 0.0, needs=1_400 * STEP_CHARS, reference=3_500 * STEP_CHARS / 300, probed=33_000),
     # Past 5 minutes a 640-wide network rereads a small corpus often enough to memorise it.
-    Tier(640, 0.2, needs=1_730 * STEP_CHARS, reference=1_730 * STEP_CHARS / 300),
-    Tier(768, 0.2, needs=2_500 * STEP_CHARS, reference=2_500 * STEP_CHARS / 600),
-    Tier(1024, 0.3, needs=3_100 * STEP_CHARS),
-    Tier(1536, 0.4, needs=4_200 * STEP_CHARS),
+    Tier(640, 0.2, needs=1_730 * STEP_CHARS, reference=1_730 * STEP_CHARS / 300, probed=14_500),
+    Tier(768, 0.2, needs=3_750 * STEP_CHARS, reference=2_500 * STEP_CHARS / 600, probed=10_600),
+    Tier(1024, 0.3, needs=4_650 * STEP_CHARS),
+    Tier(1536, 0.4, needs=6_300 * STEP_CHARS),
 )
 SIZED_FIELDS = ("hidden", "dropout")
 
@@ -113,10 +120,11 @@ def choose_tier(seconds: float, measure: Measure, chars_per_step: int) -> tuple[
         step_s, cost_s = measure(tier.hidden, PROBE_SHARE * seconds)
         spent += cost_s if timed else 0.0  # the first timing also sets the device up (CUDA, cuDNN), as training would
         timed.append(Timed(tier, step_s, chars_per_step / step_s))
-        if seconds * max(timed[-1].chars_per_s, tier.reference) <= tier.needs:
+        speed = tier.sustained(timed[-1].chars_per_s)
+        if seconds * max(speed, tier.reference) <= tier.needs:
             break
         chosen = tier
-        if timed[-1].chars_per_s < tier.reference or spent >= PROBE_SHARE * seconds:
+        if speed < tier.reference or spent >= PROBE_SHARE * seconds:
             break  # slower than the CPU the tiers were measured on, whose choice then stands; or out of time to time
     return chosen, timed
 
@@ -138,10 +146,12 @@ def plan(config: TrainConfig, sized: tuple[str, ...], hidden: int, measure: Meas
     if sized:
         tier, timed = choose_tier(seconds, measure, chars_per_step)
         shape = {name: getattr(tier, name) for name in sized}
-        step_s = next(t.step_s for t in timed if t.tier == tier)
+        chars_per_s = tier.sustained(next(t.chars_per_s for t in timed if t.tier == tier))
         notes = [sizing_note(seconds, shape, tier, timed)]
     else:
-        shape, step_s, notes = {}, measure(hidden, PROBE_SHARE * seconds)[0], []
+        shape, notes = {}, []
+        chars_per_s = chars_per_step / measure(hidden, PROBE_SHARE * seconds)[0] * SUSTAINED_SHARE
+    step_s = chars_per_step / chars_per_s
     if config.eval_every is not None:
         return Plan(shape, config.eval_every, notes[0])
     eval_every = evaluation_interval(config, step_s)
@@ -156,9 +166,9 @@ def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -
     speeds = ", ".join(f"{t.chars_per_s / 1000:,.1f}k chars/s at hidden {t.tier.hidden}" for t in timed)
     last = timed[-1]
     if last.tier != chosen:
-        why = (f"hidden {last.tier.hidden} would read {seconds * last.chars_per_s / 1e6:,.1f}M of the "
+        why = (f"hidden {last.tier.hidden} would read {seconds * last.tier.sustained(last.chars_per_s) / 1e6:,.1f}M of the "
                f"{last.tier.needs / 1e6:,.1f}M characters it needs")
-    elif last.chars_per_s < chosen.reference:
+    elif last.tier.sustained(last.chars_per_s) < chosen.reference:
         why = "slower than the CPU the sizes were measured on, whose choice stands"
     elif chosen == TIERS[-1]:
         why = "the largest size"

@@ -7,9 +7,9 @@ from charrnn.budget import STEP_CHARS, TIERS
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.train import Trainer
 
-# Seconds per step of the defaults (32 windows of 64) on the CPU the tiers were measured on; the sizes
+# Seconds per timed step of the defaults (32 windows of 64) on the CPU the tiers were measured on; the sizes
 # it never ran get what their arithmetic predicts from 640's.
-REFERENCE_STEP_S = {tier.hidden: STEP_CHARS / tier.reference for tier in TIERS if tier.reference}
+REFERENCE_STEP_S = {tier.hidden: STEP_CHARS / tier.probed for tier in TIERS if tier.probed}
 REFERENCE_STEP_S.update({1024: 0.42, 1536: 0.90})
 # What `charrnn train --time T` trained by the table (README.md), and at its boundaries, where on the CPU
 # it was made on the two sizes tie (there a timing a hair either way decides; a slower device keeps the table).
@@ -106,9 +106,9 @@ def test_plan_says_what_it_chose_and_why():
     sized = ("hidden", "dropout")
     plan = budget.plan(TrainConfig(time_budget=180), sized, 384, fake_device(0.9), STEP_CHARS)
     assert plan.shape == {"hidden": 384, "dropout": 0.0}
-    assert plan.eval_every == round(180 / (0.9 * REFERENCE_STEP_S[384]) / 10) == 233
+    assert plan.eval_every == round(180 * TIERS[1].reference / 0.9 / STEP_CHARS / 10) == 233  # at a run's speed
     assert plan.note.startswith("sized for a 3m00s budget: --hidden 384 --dropout 0.0 (set them to choose); "
-                                "timed 26.5k chars/s at hidden 384, 13.1k chars/s at hidden 640: "
+                                "timed 36.7k chars/s at hidden 384, 16.1k chars/s at hidden 640: "
                                 "hidden 640 would read 2.4M of the 3.5M characters it needs; evaluating every 233 steps")
     slow = budget.plan(TrainConfig(time_budget=180, eval_every=50), sized, 384, fake_device(3.5), STEP_CHARS)
     assert (slow.shape["hidden"], slow.eval_every) == (384, 50)
