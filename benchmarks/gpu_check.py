@@ -43,7 +43,7 @@ from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
 from charrnn.device import pick_device, synchronize  # noqa: E402
 from charrnn.model import model_from_checkpoint  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
-from charrnn.train import train  # noqa: E402
+from charrnn.trainer import run_training as train  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 DEFAULT_CORPUS = Path("/work/shared/corpora/tinyshakespeare.txt")

@@ -32,7 +32,7 @@ from charrnn.cells import GATES  # noqa: E402
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
 from charrnn.device import pick_device, resolve_precision  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
-from charrnn.train import Trainer  # noqa: E402
+from charrnn.trainer import Trainer  # noqa: E402
 
 FLOPS_COUNTED = (
     "matmul FLOPs only, per character: forward = sum over layers of 2*gates*H*(in+H) "

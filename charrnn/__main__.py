@@ -1,4 +1,4 @@
-"""The `charrnn` command and `python -m charrnn`: stop signals first, then the CLI, whose imports take seconds."""
+"""The `charrnn` command and `python -m charrnn`: stop signals first, then the CLI (its commands import torch, which takes seconds)."""
 
 import signal
 import sys

@@ -1,4 +1,4 @@
-"""The `charrnn` command: parses, validates, prints; the work happens in the library."""
+"""The `charrnn` command: parses, validates, prints; the work happens in the library (charrnn.api)."""
 
 from __future__ import annotations
 
@@ -15,27 +15,12 @@ from typing import Callable, Iterable, Iterator, List, Literal, Optional
 import typer
 from typing_extensions import Annotated
 
-from charrnn import budget, checkpoint, corpora, distributed, finetune
-from charrnn.config import ModelConfig, TrainConfig, from_dict, parse_duration
-from charrnn.data import corpus_name, evaluation_windows, load_corpus
-from charrnn.device import pick_device
-from charrnn.errors import INTERRUPTED, CharRNNError, escaped
-from charrnn.evaluate import summarize, total_loss
-from charrnn.model import model_from_checkpoint
-from charrnn.progress import Reporter, format_duration
-from charrnn.items import Part, ShownPrime, after_a_newline, endings, ordered_parts, whole_prime, whole_samples
-from charrnn.sample import PRIME_CHUNK, check_prime, checked_pieces, chosen_seed, generate, validate_sampling
-from charrnn.stepper import resolve_weight_precision
-from charrnn.streams import read_chunks
-from charrnn.threads import on_fastest_threads, thread_choices
-from charrnn import rundir
-from charrnn.train import Trainer, TrainingInterrupted, interrupted_before_training
-from charrnn import export as export_lib
-from charrnn import plot as plot_lib
-from charrnn import runs as runs_lib
-from charrnn import viz as viz_lib
-from charrnn.vocab import Vocab
+from charrnn import __version__, names, ranks
+from charrnn.errors import INTERRUPTED, CharRNNError, TrainingInterrupted, escaped
+from charrnn.layout import RUNS_DIR
 
+# The modules that do the work import torch (a second or two): each command imports what it needs, so
+# that --help, --version and usage errors answer at once.
 try:  # recent typer vendors click: its usage errors derive from TyperException
     from typer import TyperException as UsageProblem
 except ImportError:  # older typer depends on click itself
@@ -48,6 +33,18 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="A character-level recurrent language model you drive from the shell.",
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                                  help="Print the version and exit.")] = False) -> None:
+    """A character-level recurrent language model you drive from the shell."""
 
 CheckpointOption = Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A .pt file or a run directory. Default: $CHARRNN_CHECKPOINT, else the newest run under ./runs.")]
 DeviceOption = Annotated[str, typer.Option(help="auto|cpu|cuda|mps (auto picks cuda, then mps, then cpu).")]
@@ -108,48 +105,15 @@ def train(
     init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune: start from this checkpoint or run directory (its shape; new characters are added).")] = None,
 ):
     """Train a model on a corpus; checkpoints and metrics go to the run directory."""
+    from charrnn import api
+
     corpus = corpus or []
     fetch_named_corpora(corpus, quiet)
-    shape = given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
-    # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
-    init = finetune.load_init(init_from) if init_from is not None and not resume else None
-    time_budget = parse_duration(time) if time is not None else None
-    model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
-    train_config = TrainConfig(**given(
-        seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
-        schedule_steps=schedule_steps, time_budget=time_budget, val_fraction=val_fraction,
-        eval_every=eval_every, device=device, impl=impl, precision=precision))
-    if out is None:
-        if resume:
-            raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
-        out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus), distributed.launched_world_size())
-    reporter = Reporter(quiet=quiet or not distributed.is_main())  # under torchrun, rank 0 speaks
-    try:
-        with distributed.stopped_peers(out):
-            with rundir.removed_if_unused(out), interrupted_before_training():
-                trainer = Trainer(corpus, model_config, train_config, out, resume=resume, force=force, reporter=reporter,
-                                  encoding=encoding, errors=errors, init=init,
-                                  sized=budget.sized_fields(shape, resume, init is not None))
-            summary = trainer.run()
-        distributed.finish()
-    finally:
-        reporter.close()
-    best = summary["best_val_loss"]
-    reporter.log(f"done: {summary['steps']} steps in {format_duration(summary['elapsed'])}; "
-                 f"best val loss {best:.4f} nats/char ({best / math.log(2):.3f} bpc); saved {out}/best.pt and {out}/last.pt")
-
-
-def load_model(checkpoint_arg: Optional[str], impl: str, device_name: str):
-    payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(checkpoint_arg))
-    return (payload, *built_model(payload, impl, device_name))
-
-
-def built_model(payload: dict, impl: str, device_name: str):
-    """The payload's model on the device asked for, its vocabulary, and the device."""
-    device = pick_device(device_name)
-    if impl not in ("fused", "cells"):
-        raise CharRNNError(f"unknown --impl {impl!r}; choose fused or cells")
-    return model_from_checkpoint(payload, impl=impl, device=device), Vocab(payload["vocab"]), device
+    api.train(corpus, out, time, steps, quiet=quiet, resume=resume, force=force, model=model, layers=layers,
+              hidden=hidden, embed=embed, dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr,
+              weight_decay=weight_decay, seed=seed, schedule_steps=schedule_steps, val_fraction=val_fraction,
+              eval_every=eval_every, device=device, impl=impl, precision=precision, encoding=encoding,
+              errors=errors, init_from=init_from)
 
 
 @app.command()
@@ -174,6 +138,11 @@ def sample(
     encoding: Annotated[str, typer.Option(help="Text encoding of a prime piped to stdin.")] = "utf-8",
 ):
     """Generate text from a trained model, streamed to stdout."""
+    from charrnn import api, checkpoint
+    from charrnn.items import ShownPrime, endings, whole_prime
+    from charrnn.sample import PRIME_CHUNK, check_prime, checked_pieces, chosen_seed, validate_sampling
+    from charrnn.streams import read_chunks
+
     validate_sampling(temp, top_k, top_p, length, seed)
     if num_samples < 1:
         raise CharRNNError(f"-n/--num-samples must be at least 1 (got {num_samples})")
@@ -181,18 +150,18 @@ def sample(
         raise CharRNNError("--separator does not apply to --json, which writes one object per line; leave one of them out")
     path = checkpoint.resolve_checkpoint(checkpoint_arg)
     payload, sha256 = checkpoint.load_with_sha256(path) if as_json else (checkpoint.load_checkpoint(path), None)
-    model, vocab, device = built_model(payload, impl, device)
-    stops = endings(vocab, stop or [], lines)  # refused before any text is written
+    lm = api.LanguageModel(payload, path, device, impl)
+    endings(lm.vocab, stop or [], lines)  # refused before any text is written
     if prime is not None:
-        check_prime(vocab, prime)  # refused before any text is written
+        check_prime(lm.vocab, prime)  # refused before any text is written
         pieces = [prime]
     elif stdin_is_piped():
         # Read as it is used, a piece at a time: a piped prime may be endless (`yes | charrnn sample`).
         # Each piece is refused, if the model cannot read it, before it is echoed.
-        pieces = checked_pieces(vocab, read_chunks("-", PRIME_CHUNK, encoding, fix="pass --encoding to name its encoding"))
+        pieces = checked_pieces(lm.vocab, read_chunks("-", PRIME_CHUNK, encoding, fix="pass --encoding to name its encoding"))
     else:
         pieces = []
-    precision = resolve_weight_precision(precision, device, num_samples)  # refused before any text is written
+    precision = lm.weight_precision(precision, num_samples)  # refused before any text is written
     seed = chosen_seed(seed)
     if as_json:
         pieces = [whole_prime(pieces)]  # every object holds it
@@ -200,26 +169,21 @@ def sample(
     # Each sample is written after the prime. One plain sample echoes it as it is read; otherwise it is
     # kept (with --lines, its last line only), in a spool that moves to disk when long.
     shown = None if num_samples == 1 and not lines and not as_json else ShownPrime(lines)
-    read = passed_on(pieces, (shown or out).write)
-    steps = generate(model, vocab, prime=after_a_newline(read) if lines else read, length=length,
-                     temperature=temp, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples,
-                     device=device, precision=precision)
-    if "OMP_NUM_THREADS" not in os.environ and device.type == "cpu":
-        steps = on_fastest_threads(steps, thread_choices(num_samples))
-    parts = ordered_parts(steps, num_samples, stops)
+    parts = lm.parts(passed_on(pieces, (shown or out).write), length, temp, top_k, top_p, seed, num_samples,
+                     precision, stop or [], lines)
     with product_output():
         if as_json:
             write_records(out, parts, shown, {
                 "prime": pieces[0], "seed": seed, "temperature": temp, "top_k": top_k, "top_p": top_p, "length": length,
                 "stop": stop or [], "lines": lines, "num_samples": num_samples, "precision": precision,
-                "device": device.type, "impl": impl, "checkpoint": os.path.abspath(path), "sha256": sha256})
+                "device": lm.device.type, "impl": impl, "checkpoint": os.path.abspath(path), "sha256": sha256})
         else:
             write_samples(out, parts, shown, separator if separator is not None else "\n" if lines else "\n\n")
     if shown is not None:
         shown.close()
 
 
-def write_samples(out, parts: Iterable[Part], shown: Optional[ShownPrime], separator: str) -> None:
+def write_samples(out, parts: Iterable, shown, separator: str) -> None:
     """The samples `separator` apart, each after the shown prime, written as they come; flushed at each
     line's end and each sample's, so that a reader down the pipe gets them whole without waiting."""
     writing = None  # the sample being written
@@ -236,9 +200,11 @@ def write_samples(out, parts: Iterable[Part], shown: Optional[ShownPrime], separ
     out.write("\n")
 
 
-def write_records(out, parts: Iterable[Part], shown: ShownPrime, settings: dict) -> None:
+def write_records(out, parts: Iterable, shown, settings: dict) -> None:
     """One JSON object per line per sample, as each is complete: its index, its text as plain output
     writes it, and `settings`, what generates it again."""
+    from charrnn.items import whole_samples
+
     for index, text in whole_samples(parts):
         out.write(json.dumps({"index": index, "text": shown.text() + text, **settings}, ensure_ascii=False) + "\n")
         out.flush()
@@ -262,41 +228,22 @@ def evaluate(
     errors: ErrorsOption = "strict",
 ):
     """Bits per character of a model on text (default: its own validation split)."""
-    payload, model, vocab, device = load_model(checkpoint_arg, impl, device)
-    train_config = from_dict(TrainConfig, payload["train_config"])
+    from charrnn import api
+    from charrnn.data import corpus_name
+
+    lm = api.load(checkpoint_arg, device, impl)
     if files:
-        corpus = load_corpus(files, encoding, errors, vocab=vocab)
-        ids = corpus.ids
+        result = lm.evaluate_files(files, encoding, errors)
     else:
-        sources = stored_corpus(payload)
+        sources = lm.training_corpus()
         print(f"charrnn: scoring the validation split of {escaped(', '.join(sources) or corpus_name(sources))}", file=sys.stderr)
-        corpus = load_corpus(sources, payload.get("encoding", "utf-8"), payload.get("errors", "strict"), vocab=vocab)
-        _, ids = corpus.split(train_config.val_fraction)
-    nats, count = total_loss(model, evaluation_windows(ids, train_config.seq_len), device)
-    result = summarize(nats, count, corpus.oov)
+        result = lm.evaluate_validation()
     with product_output():
         if as_json:
             print(json.dumps(result))
         else:
             print(f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity {result['perplexity']:.3f} "
                   f"| {result['chars']:,} chars | {result['oov']:,} out of vocabulary")
-
-
-def stored_corpus(payload: dict) -> list[str]:
-    """The corpus a run was trained on, to read again for its validation split. A checkpoint can come from
-    anyone, and could name any directory here or a download: only local files and directories named by
-    absolute path (as `charrnn train` stores them) are read, or [] for the built-in corpus."""
-    sources = payload.get("corpus_args")
-    if sources is None:  # an exported folder leaves out the paths of the machine that trained it
-        raise CharRNNError("this checkpoint does not name the files it was trained on, so its validation split "
-                           "cannot be re-read; pass FILE (or - for stdin) to score")
-    if "-" in sources:
-        raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
-    for source in sources:
-        if not (os.path.isabs(source) and (os.path.isfile(source) or os.path.isdir(source))):
-            raise CharRNNError(f"this run's corpus {escaped(source)} is not a file or directory on this machine, so its "
-                               "validation split cannot be re-read; pass FILE (or - for stdin) to score")
-    return sources
 
 
 @app.command()
@@ -306,6 +253,10 @@ def info(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the training curve as an image (needs matplotlib: pip install 'charrnn[plot]').")] = None,
 ):
     """What a checkpoint holds: model, size, vocabulary, training, and the training curve."""
+    from charrnn import checkpoint, finetune
+    from charrnn import plot as plot_lib
+    from charrnn.config import ModelConfig, from_dict
+
     path = checkpoint.resolve_checkpoint(checkpoint_arg)
     payload = checkpoint.load_checkpoint(path)
     history = plot_lib.read_history(path, payload)
@@ -354,28 +305,31 @@ def score(
     errors: ErrorsOption = "strict",
 ):
     """Bits per character of every input line: `bpc<TAB>line`, in input order, streamed."""
-    from charrnn.score import read_pieces, score_pieces
+    from charrnn import api
+    from charrnn.score import read_pieces
 
-    _, model, vocab, device = load_model(checkpoint_arg, impl, device)
+    lm = api.load(checkpoint_arg, device, impl)
     out = sys.stdout
     with product_output():
-        for batch in score_pieces(model, vocab, read_pieces(files or [], encoding, errors), device):
+        for batch in lm.score_batches(read_pieces(files or [], encoding, errors)):
             for result in batch:
                 out.writelines(result.row(as_json))
             out.flush()
 
 
-SortKey = Literal[tuple(runs_lib.SORT_KEYS)]
+SortKey = Literal[names.RUN_SORTS]
 RUN_COLUMNS = ("name", "model", "params", "corpus", "steps", "time", "best bpc", "written")
 
 
 @app.command()
 def runs(
-    directory: Annotated[Path, typer.Argument(help="The directory that holds the runs.")] = checkpoint.RUNS_DIR,
+    directory: Annotated[Path, typer.Argument(help="The directory that holds the runs.")] = RUNS_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
     sort: Annotated[SortKey, typer.Option(help="name; bpc (best first); written (newest first); steps, time, size (most first).")] = "name",
 ):
     """The runs under ./runs (or DIRECTORY), one line each, to compare: model, corpus, steps, time, best bpc."""
+    from charrnn import runs as runs_lib
+
     summaries = runs_lib.list_runs(directory, sort)
     if not summaries:
         print(f"charrnn: no runs under {escaped(str(directory))}; train one with `charrnn train`", file=sys.stderr)
@@ -388,15 +342,21 @@ def runs(
                 print(line)
 
 
-def run_cells(run: runs_lib.RunSummary) -> tuple[str, ...]:
+def run_cells(run) -> tuple[str, ...]:
     """A run's row of the table; an unreadable run shows its problem in place of the figures."""
     if run.problem is not None:
         return escaped(run.name), f"unreadable: {escaped(run.problem)}"
     parameters = f"{run.parameters / 1e6:.2f}M" if run.parameters >= 1e6 else f"{run.parameters / 1e3:.1f}K"
     return (escaped(run.name), f"{run.model} {run.layers}x{run.hidden}", parameters, escaped(run.corpus or "-"), "-" if run.steps is None else f"{run.steps:,}",
-            "-" if run.elapsed_s is None else format_duration(run.elapsed_s),
+            "-" if run.elapsed_s is None else duration(run.elapsed_s),
             "-" if run.best_val_bpc is None else f"{run.best_val_bpc:.3f}",
             "-" if run.written is None else datetime.fromtimestamp(run.written).strftime("%Y-%m-%d %H:%M"))
+
+
+def duration(seconds: float) -> str:
+    from charrnn.progress import format_duration
+
+    return format_duration(seconds)
 
 
 def aligned(rows: list[tuple[str, ...]]) -> list[str]:
@@ -406,7 +366,7 @@ def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
-ExportFormat = Literal[tuple(export_lib.FORMATS)]
+ExportFormat = Literal[names.EXPORT_FORMATS]
 
 
 @app.command()
@@ -416,6 +376,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: a folder (hf) or a file.", show_default=False)],
 ):
     """Write a model for use outside charrnn."""
+    from charrnn import export as export_lib
+
     export_lib.export(run, format_name, out)
     print(f"charrnn: wrote {escaped(str(out))}", file=sys.stderr)
 
@@ -440,6 +402,8 @@ app.add_typer(corpus_app, name="corpus")
 def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
     """Download catalogue corpora before training, with a progress bar on stderr (data.py then reuses them)."""
     from rich.console import Console
+
+    from charrnn import corpora
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     for name in arguments:
@@ -464,6 +428,8 @@ def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
 @corpus_app.command("list")
 def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per corpus.")] = False):
     """The corpora `charrnn train NAME` knows, and which are already downloaded."""
+    from charrnn import corpora
+
     with product_output():
         for entry in corpora.load_catalogue().values():
             cached = corpora.is_cached(entry)
@@ -479,6 +445,8 @@ def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON o
 def corpus_fetch(names: Annotated[List[str], typer.Argument(help="Corpus names from `charrnn corpus list`.")],
                  quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False):
     """Download corpora now (verified against the catalogue) and print where each one lives."""
+    from charrnn import corpora
+
     for name in names:
         if not corpora.is_named_corpus(name):
             corpora.fetch(name)  # raises the one-line error that lists the known names
@@ -497,7 +465,7 @@ def viz(
     kind: Annotated[Optional[str], typer.Option(help="hidden, cell, input_gate, forget_gate, output_gate, candidate (LSTM); reset_gate, update_gate (GRU). Default: cell, else hidden.")] = None,
     unit: Annotated[Optional[int], typer.Option(help="Unit index (default: the one that varies most on this text).")] = None,
     surprise: Annotated[bool, typer.Option("--surprise", help="Color each character by the model's surprise, -log2 p, instead.")] = False,
-    find: Annotated[Optional[str], typer.Option(help="Rank units by how well they track a feature: " + ", ".join(viz_lib.FEATURES) + "; show the best.")] = None,
+    find: Annotated[Optional[str], typer.Option(help="Rank units by how well they track a feature: " + ", ".join(names.VIZ_FEATURES) + "; show the best.")] = None,
     top: Annotated[int, typer.Option(help="How many units --find lists.")] = 5,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: the text, the values per character, the ranking.")] = False,
@@ -507,6 +475,9 @@ def viz(
     errors: ErrorsOption = "strict",
 ):
     """Color a text by one unit's activation, by surprise, or find the units that track a feature."""
+    from charrnn import api
+    from charrnn import viz as viz_lib
+
     if max_chars < 1:
         raise CharRNNError(f"--max-chars must be at least 1 (got {max_chars})")
     if text is None and (file is not None or stdin_is_piped()):
@@ -514,8 +485,7 @@ def viz(
     if not text:
         raise CharRNNError("nothing to look at: pass --text TEXT, a FILE, or pipe text in")
     text = text[:max_chars]
-    payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(checkpoint_arg))
-    trace = viz_lib.trace_text(payload, text, pick_device(device))
+    trace = api.load(checkpoint_arg, device).trace(text)
     ranking = None
     if surprise:
         shown, values, label = None, trace.surprise, "surprise (bits)"
@@ -566,11 +536,11 @@ def main() -> None:
         if code == INTERRUPTED:  # typer turns a Ctrl-C inside a command into this code, without a word
             code = interrupted()
     except CharRNNError as error:
-        if distributed.reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
+        if ranks.reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
             print(f"charrnn: error: {escaped(str(error))}", file=sys.stderr)  # one line, whatever a file put in it
         code = 1
     except TrainingInterrupted as stop:
-        if distributed.is_main():
+        if ranks.is_main():
             print(f"charrnn: {stop}", file=sys.stderr)
         code = INTERRUPTED
     except UsageProblem as error:

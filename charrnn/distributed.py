@@ -31,26 +31,13 @@ from torch import nn
 from charrnn.data import Windows
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError
+from charrnn.ranks import EchoedError, launched_world_size
 
 T = TypeVar("T")
 
 # Phrases in the errors gloo and NCCL raise when another process of the job is gone.
 PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "nccl", "gloo",
              "socket", "timed out", "remote worker")
-
-
-class EchoedError(CharRNNError):
-    """An error every rank stops with but rank 0 alone reports (one line for the job, not one per process)."""
-
-
-def launched_world_size() -> int:
-    """How many processes torchrun started (1 outside torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main() -> bool:
-    """True in the process that writes files and prints progress: rank 0, or the only process."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @dataclass
@@ -291,11 +278,6 @@ def start(device_name: str) -> Group:
         raise CharRNNError(f"process {rank} could not join the job ({first_line(error)}); "
                            "check torchrun's --rdzv-endpoint / --master-addr and that every machine can reach it") from None
     return Group(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
-
-
-def reports(error: BaseException) -> bool:
-    """Whether this process should print `error`: the other ranks leave rank 0's errors to rank 0."""
-    return is_main() or not isinstance(error, EchoedError)
 
 
 def finish() -> None:

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 from charrnn import cache, checkpoint, hf
 from charrnn.card import model_card
+from charrnn import names
 from charrnn.errors import CharRNNError
 from charrnn.export_html import write_html
 from charrnn.onnx_graph import one_step_model
@@ -65,3 +66,4 @@ FORMATS: dict[str, Callable[[dict, Path], None]] = {
     "onnx": write_onnx,
     "html": write_html,  # one self-contained web page (see `charrnn.export_html`)
 }
+assert tuple(FORMATS) == names.EXPORT_FORMATS, "charrnn.names.EXPORT_FORMATS lists the CLI's choices"

@@ -48,23 +48,11 @@ class CharRNNRun(llm.Model):
         self.model_id = f"charrnn/{run.name}"
 
     def execute(self, prompt, stream, response, conversation) -> Iterator[str]:
-        # Imported here, not at the top: see the module's docstring.
-        from charrnn import checkpoint
-        from charrnn.device import pick_device
-        from charrnn.model import model_from_checkpoint
-        from charrnn.sample import generate
-        from charrnn.threads import on_fastest_threads, thread_choices
-        from charrnn.vocab import Vocab
+        from charrnn import api  # imported here, not at the top: see the module's docstring
 
-        payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(str(self.run)))
-        device = pick_device("auto")
-        model, vocab = model_from_checkpoint(payload, device=device), Vocab(payload["vocab"])
         settings = {name: value for name, value in dict(prompt.options).items() if value is not None}
-        steps = generate(model, vocab, prime=transcript(prompt, conversation), device=device, **settings)
-        if "OMP_NUM_THREADS" not in os.environ and device.type == "cpu":
-            steps = on_fastest_threads(steps, thread_choices(1))  # the threads `charrnn sample` would take
-        for (char,) in steps:
-            yield char
+        # The thread and precision policy of `charrnn sample`, which the API holds.
+        yield from api.load(self.run).stream(transcript(prompt, conversation), **settings)
 
 
 def transcript(prompt, conversation) -> str:

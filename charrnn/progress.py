@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
@@ -34,9 +34,9 @@ def format_stats(step: int, train_loss: Optional[float], val_loss: Optional[floa
 class Reporter:
     """Everything training says goes through here, to stderr only."""
 
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False, stream=None, on_progress: Optional[Callable[[dict], None]] = None):
         stream = stream or sys.stderr
-        self.quiet = quiet
+        self.quiet, self.on_progress = quiet, on_progress
         live = stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         self.console = Console(file=stream, no_color=not live, highlight=False, force_terminal=live or None)
         self.bar: Optional[Progress] = None
@@ -52,10 +52,14 @@ class Reporter:
         else:
             self.console.print(message, markup=False, soft_wrap=True)
 
-    def update(self, fraction: float, stats: str, evaluated: bool = False) -> None:
-        """Progress through the budget (0..1) and the current figures."""
+    def update(self, fraction: float, figures: dict, evaluated: bool = False) -> None:
+        """Progress through the budget (0..1) and the current figures (`format_stats`'s arguments), also
+        handed to `on_progress`, however quiet."""
+        if self.on_progress is not None:
+            self.on_progress({**figures, "fraction": fraction, "evaluated": evaluated})
         if self.quiet:
             return
+        stats = format_stats(**figures)
         if self.live:
             if self.bar is None:
                 self.bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

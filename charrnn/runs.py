@@ -14,6 +14,7 @@ from typing import Optional
 
 from charrnn import checkpoint, layout
 from charrnn.config import ModelConfig, from_dict
+from charrnn import names
 from charrnn.errors import CharRNNError
 from charrnn.plot import best_bpc, read_history, series
 
@@ -48,6 +49,7 @@ SORT_KEYS = {
     "time": (lambda run: run.elapsed_s, True),
     "size": (lambda run: run.parameters, True),
 }
+assert tuple(SORT_KEYS) == names.RUN_SORTS, "charrnn.names.RUN_SORTS lists the CLI's choices"
 
 
 def list_runs(runs_dir: Path = layout.RUNS_DIR, sort: str = "name") -> list[RunSummary]:

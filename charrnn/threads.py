@@ -35,9 +35,18 @@ def on_fastest_threads(steps: Iterable[Step], choices: tuple[int, ...], probe: i
 
     The first step is never timed: it holds the set-up (the prime, packing the weights). Every
     `every` steps the choices are timed again. A timing holds only the steps' own work: the
-    `probe` steps are computed before any is yielded.
+    `probe` steps are computed before any is yielded. The caller's thread count is restored once
+    the steps run out or the generator is closed.
     """
-    steps = iter(steps)
+    previous = torch.get_num_threads()
+    try:
+        yield from fastest_threads(iter(steps), choices, probe, every, clock)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fastest_threads(steps: Iterator[Step], choices: tuple[int, ...], probe: int, every: int,
+                    clock: Callable[[], float]) -> Iterator[Step]:
     torch.set_num_threads(choices[0])
     yield from itertools.islice(steps, 1)
     if len(choices) == 1:

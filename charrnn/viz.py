@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from charrnn import names
 from charrnn.errors import CharRNNError
 from charrnn.model import model_from_checkpoint
 from charrnn.streams import refuse_binary, text_input
@@ -156,6 +157,7 @@ FEATURES: dict[str, Callable[[str], np.ndarray]] = {
     "vowel": char_class(lambda c: c in "aeiouAEIOU"),
     "punctuation": char_class(lambda c: not c.isalnum() and not c.isspace()),
 }
+assert tuple(FEATURES) == names.VIZ_FEATURES, "charrnn.names.VIZ_FEATURES lists the CLI's choices"
 
 
 @dataclass

@@ -5,7 +5,7 @@ import pytest
 from charrnn import budget
 from charrnn.budget import STEP_CHARS, TIERS
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.train import Trainer
+from charrnn.trainer import Trainer
 
 # Seconds per timed step of the defaults (32 windows of 64) on the CPU the tiers were measured on; the sizes
 # it never ran get what their arithmetic predicts from 640's.

@@ -12,7 +12,7 @@ from charrnn.evaluate import total_loss
 from charrnn.data import evaluation_windows
 from charrnn.model import CharRNN, model_from_checkpoint
 from charrnn.sample import generate
-from charrnn.train import Trainer
+from charrnn.trainer import Trainer
 from charrnn.vocab import Vocab
 
 CUDA = torch.cuda.is_available()

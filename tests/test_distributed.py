@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from charrnn import distributed
+from charrnn import distributed, ranks
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import training_windows
 from charrnn.errors import CharRNNError
-from charrnn.train import Trainer
+from charrnn.trainer import Trainer
 
 from conftest import ENGLISH, TINY_MODEL
 
@@ -92,7 +92,7 @@ def rank_worker(rank: int, port: int, folder: str) -> None:
         try:
             Trainer(corpus_args, SHAPE, config(2, 6), folder / case, resume=resume)
         except CharRNNError as error:
-            (folder / f"{case}{rank}.txt").write_text(f"{distributed.reports(error)} {error}")
+            (folder / f"{case}{rank}.txt").write_text(f"{ranks.reports(error)} {error}")
     distributed.finish()
 
 

@@ -177,9 +177,9 @@ def test_read_only_run_directory_is_reported_and_left_intact(cli, tiny_run):
 
 POISON_AT_STEP = """
 import sys, torch
-from charrnn import cli, train
+from charrnn import cli, trainer
 
-real_step = train.Trainer.train_step
+real_step = trainer.Trainer.train_step
 
 def poisoned(self, lr):  # as if the weights had blown up: the next loss is NaN
     if self.progress.step == 12:
@@ -187,7 +187,7 @@ def poisoned(self, lr):  # as if the weights had blown up: the next loss is NaN
             next(self.model.parameters()).fill_(float("nan"))
     return real_step(self, lr)
 
-train.Trainer.train_step = poisoned
+trainer.Trainer.train_step = poisoned
 sys.argv = ["charrnn", *sys.argv[1:]]
 cli.main()
 """

@@ -123,6 +123,7 @@ def workspace(tmp_path_factory, tiny_run) -> Path:
 FORKING_RUNNER = """
 import json, os, sys
 from charrnn.cli import main
+import charrnn.api, charrnn.export, charrnn.runs, charrnn.trainer, charrnn.viz  # what the commands import when run
 
 for case in json.loads(sys.stdin.read()):
     pid = os.fork()

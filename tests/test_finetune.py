@@ -12,9 +12,9 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.train import train
+from charrnn.trainer import run_training as train
 from charrnn.vocab import Vocab, code_points
-from conftest import ENGLISH, TINY_MODEL
+from conftest import ENGLISH
 
 HANGUL = "시민 일: 더 나아가기 전에 내 말을 들으시오.\n모두: 말하라, 말하라.\n\n"
 

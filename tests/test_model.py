@@ -5,7 +5,7 @@ import torch
 
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import CharRNN, detach_state
-from charrnn.train import Trainer, learning_rate
+from charrnn.trainer import Trainer, learning_rate
 
 
 def unigram_entropy(ids) -> float:

@@ -1,5 +1,7 @@
 """Generation's thread count: one for a few samples; for a batch, whichever of one and every core is faster."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -55,3 +57,12 @@ def test_one_choice_is_simply_used():
 def test_only_a_batch_is_offered_every_core():
     assert thread_choices(1) == thread_choices(BATCHED_SAMPLES - 1) == (1,)
     assert thread_choices(BATCHED_SAMPLES) == ((DEFAULT_THREADS, 1) if DEFAULT_THREADS > 1 else (1,))
+
+
+@pytest.mark.parametrize("stop_after", [0, 3, None], ids=["closed at once", "closed early", "run out"])
+def test_the_callers_thread_count_comes_back(stop_after):
+    torch.set_num_threads(3)
+    steps = on_fastest_threads(Machine({2: 1.0, 1: 2.0}).steps(40), (2, 1), probe=4, every=10)
+    taken = list(itertools.islice(steps, stop_after)) if stop_after is not None else list(steps)
+    steps.close()
+    assert torch.get_num_threads() == 3 and len(taken) == (40 if stop_after is None else stop_after)

@@ -21,20 +21,12 @@ from charrnn import budget, cache, checkpoint, distributed, finetune, rundir
 from charrnn.config import ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.data import evaluation_windows, load_corpus, training_windows
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.evaluate import total_loss
 from charrnn.model import CharRNN, detach_state, training_bytes
-from charrnn.progress import Reporter, format_duration, format_stats
+from charrnn.progress import Reporter, format_duration
 
 METRICS = "metrics.jsonl"
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM arrived; last.pt was saved first."""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.signal_number = signal_number
 
 
 @dataclass
@@ -391,8 +383,8 @@ class Trainer:
                     val_loss = self.evaluate()
                     self.record(window_loss / window_steps, val_loss, chars_per_s, lr)
                 eta = self.eta(chars_per_s / chars_per_step)
-                reporter.update(fraction, format_stats(self.progress.step, window_loss / window_steps, val_loss,
-                                                       chars_per_s, eta), evaluated=due)
+                reporter.update(fraction, {"step": self.progress.step, "train_loss": window_loss / window_steps,
+                                           "val_loss": val_loss, "chars_per_s": chars_per_s, "eta_s": eta}, evaluated=due)
                 if due:
                     window_started, window_steps, window_loss = time.monotonic(), 0, 0.0
         reporter.close()
@@ -430,7 +422,7 @@ class Trainer:
         return max(0.0, min(remaining)) if remaining else 0.0
 
 
-def train(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options) -> dict:
+def run_training(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options) -> dict:
     """Train a run to the end of its budget; see Trainer for the options."""
     with rundir.removed_if_unused(Path(out_dir)), interrupted_before_training():
         trainer = Trainer(corpus_args, model_config, train_config, out_dir, **options)

@@ -1,0 +1,223 @@
+"""charrnn from Python: `load` a trained model to generate, stream, evaluate, score and trace; `train` a run.
+
+The `charrnn` command is parsing and printing over these functions, so a setting means the same here
+and there, and is checked the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from charrnn import checkpoint, distributed, finetune, ranks, rundir
+from charrnn.budget import sized_fields
+from charrnn.config import IMPLEMENTATIONS, ModelConfig, TrainConfig, from_dict, parse_duration
+from charrnn.data import corpus_name, evaluation_windows, load_corpus
+from charrnn.device import pick_device
+from charrnn.errors import CharRNNError, escaped
+from charrnn.evaluate import summarize, total_loss
+from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
+from charrnn.model import model_from_checkpoint
+from charrnn.progress import Reporter, format_duration
+from charrnn.sample import check_prime, checked_pieces, chosen_seed, generate, validate_sampling
+from charrnn.score import LineScore, score_lines, score_pieces
+from charrnn.stepper import resolve_weight_precision
+from charrnn.threads import on_fastest_threads, thread_choices
+from charrnn.trainer import Trainer, interrupted_before_training
+from charrnn.viz import Trace, trace_text
+from charrnn.vocab import UNKNOWN, Vocab, code_points
+
+Prime = Union[str, Iterable[str]]  # a string, or its pieces as they arrive (a stream read lazily)
+
+
+def load(path: Union[str, os.PathLike, None] = None, device: str = "auto", impl: str = "fused") -> "LanguageModel":
+    """A trained model from a run directory, a .pt file or an exported folder; None: $CHARRNN_CHECKPOINT,
+    else the newest run under ./runs (as the CLI's -c)."""
+    resolved = checkpoint.resolve_checkpoint(None if path is None else os.fspath(path))
+    return LanguageModel(checkpoint.load_checkpoint(resolved), resolved, device, impl)
+
+
+class LanguageModel:
+    """A checkpoint's network on a device, with its vocabulary: what every reading command works on."""
+
+    def __init__(self, payload: dict, path: Optional[Path] = None, device: str = "auto", impl: str = "fused"):
+        if impl not in IMPLEMENTATIONS:
+            raise CharRNNError(f"unknown --impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+        self.payload, self.path, self.impl = payload, path, impl
+        self.device = pick_device(device)
+        self.network = model_from_checkpoint(payload, impl=impl, device=self.device)
+        self.vocab = Vocab(payload["vocab"])
+
+    def __repr__(self) -> str:
+        config = self.payload["model_config"]
+        return (f"<charrnn.LanguageModel {config['model']} {config['layers']}x{config['hidden']} "
+                f"vocab {len(self.vocab)} on {self.device.type}: {self.path}>")
+
+    # --- generation -----------------------------------------------------------------------------------------
+
+    def weight_precision(self, precision: str = "auto", n: int = 1) -> str:
+        """How generation stores the weights for `n` samples on this device (see `stepper.WEIGHT_PRECISIONS`)."""
+        return resolve_weight_precision(precision, self.device, n)
+
+    def parts(self, prime: Prime = "", length: int = 1000, temperature: float = 1.0, top_k: Optional[int] = None,
+              top_p: Optional[float] = None, seed: Optional[int] = None, n: int = 1, precision: str = "auto",
+              stop: Sequence[str] = (), lines: bool = False) -> Iterator[Part]:
+        """The samples' text in output order, as `Part(index, text, ended)`, each sample's text after the prime.
+
+        Every setting is checked now, before a step runs; a streamed prime's pieces as they are read.
+        On a CPU (unless OMP_NUM_THREADS is set) a batch runs on whichever of one thread and every core
+        is faster; torch's thread count is restored once the iterator is exhausted or closed.
+        """
+        validate_sampling(temperature, top_k, top_p, length, seed)
+        if n < 1:
+            raise CharRNNError(f"-n/--num-samples must be at least 1 (got {n})")
+        stops = endings(self.vocab, list(stop), lines)
+        if isinstance(prime, str):
+            check_prime(self.vocab, prime)
+        else:
+            prime = checked_pieces(self.vocab, prime)
+        precision = self.weight_precision(precision, n)
+        steps = generate(self.network, self.vocab, prime=after_a_newline(prime) if lines else prime, length=length,
+                         temperature=temperature, top_k=top_k, top_p=top_p, seed=chosen_seed(seed), num_samples=n,
+                         device=self.device, precision=precision)
+        if "OMP_NUM_THREADS" not in os.environ and self.device.type == "cpu":
+            steps = on_fastest_threads(steps, thread_choices(n))
+        return ordered_parts(steps, n, stops)
+
+    def generate(self, prime: Prime = "", length: int = 1000, temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, seed: Optional[int] = None, n: int = 1, precision: str = "auto",
+                 stop: Sequence[str] = (), lines: bool = False) -> Union[str, list[str]]:
+        """`length` new characters after `prime` (the prime itself not included), as `charrnn sample` makes them:
+        one string, or a list of `n`. temperature 0 is greedy; a sample ends before its first `stop` string;
+        with `lines` each sample is the rest of the prime's last line (or one whole line), its newline left out."""
+        texts = [text for _, text in whole_samples(self.parts(prime, length, temperature, top_k, top_p, seed, n,
+                                                              precision, stop, lines))]
+        return texts[0] if n == 1 else texts
+
+    def stream(self, prime: Prime = "", length: int = 1000, temperature: float = 1.0, top_k: Optional[int] = None,
+               top_p: Optional[float] = None, seed: Optional[int] = None, n: int = 1, precision: str = "auto",
+               stop: Sequence[str] = (), lines: bool = False) -> Iterator[str]:
+        """`generate`'s text in pieces as it is generated (the prime not included). With n > 1, the samples
+        one after another; use `parts` to tell them apart."""
+        return (part.text for part in self.parts(prime, length, temperature, top_k, top_p, seed, n, precision,
+                                                 stop, lines) if part.text)
+
+    # --- reading text ---------------------------------------------------------------------------------------
+
+    def evaluate(self, text: str) -> dict:
+        """loss (nats/char), bpc, perplexity, chars and oov of `text`: what `charrnn eval` reports for a file holding it."""
+        looked_up = self.vocab.lookup(code_points(text))
+        known = looked_up[looked_up != UNKNOWN]
+        return self.evaluate_ids(known.astype(self.vocab.dtype), len(looked_up) - len(known))
+
+    def evaluate_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict") -> dict:
+        """`evaluate` on text files, directories or - (stdin), read as a stream."""
+        corpus = load_corpus(list(files), encoding, errors, vocab=self.vocab)
+        return self.evaluate_ids(corpus.ids, corpus.oov)
+
+    def evaluate_validation(self) -> dict:
+        """`evaluate` on the run's own validation split, read again from the corpus it names."""
+        sources = self.training_corpus()
+        corpus = load_corpus(sources, self.payload.get("encoding", "utf-8"), self.payload.get("errors", "strict"),
+                             vocab=self.vocab)
+        _, ids = corpus.split(self.train_config.val_fraction)
+        return self.evaluate_ids(ids, corpus.oov)
+
+    def evaluate_ids(self, ids: np.ndarray, oov: int = 0) -> dict:
+        nats, count = total_loss(self.network, evaluation_windows(ids, self.train_config.seq_len), self.device)
+        return summarize(nats, count, oov)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return from_dict(TrainConfig, self.payload["train_config"])
+
+    def training_corpus(self) -> list[str]:
+        """The corpus the run was trained on, to read again for its validation split. A checkpoint can come from
+        anyone, and could name any directory here or a download: only local files and directories named by
+        absolute path (as `charrnn train` stores them) are read, or [] for the built-in corpus."""
+        sources = self.payload.get("corpus_args")
+        if sources is None:  # an exported folder leaves out the paths of the machine that trained it
+            raise CharRNNError("this checkpoint does not name the files it was trained on, so its validation split "
+                               "cannot be re-read; pass FILE (or - for stdin) to score")
+        if "-" in sources:
+            raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
+        for source in sources:
+            if not (os.path.isabs(source) and (os.path.isfile(source) or os.path.isdir(source))):
+                raise CharRNNError(f"this run's corpus {escaped(source)} is not a file or directory on this machine, so its "
+                                   "validation split cannot be re-read; pass FILE (or - for stdin) to score")
+        return sources
+
+    def score(self, lines: Iterable[str]) -> Iterator[LineScore]:
+        """Each line's score (`.bpc`, `.nats`, `.chars`, `.oov`, `.line`; `.as_dict()`), in order, lazily:
+        `lines` is read a batch at a time, so it may be a file or an endless generator."""
+        for batch in score_lines(self.network, self.vocab, lines, self.device):
+            yield from batch
+
+    def score_batches(self, pieces: Iterable[tuple[str, bool]]) -> Iterator[list[LineScore]]:
+        """`score` for lines read as pieces (`score.read_pieces`), batch by batch: the CLI's way, for endless lines."""
+        return score_pieces(self.network, self.vocab, pieces, self.device)
+
+    def trace(self, text: str) -> Trace:
+        """`text` as the model reads it: every unit's activation per (layer, kind), and the surprise
+        (-log2 p, bits) of each character, as `charrnn viz` draws them."""
+        return trace_text(self.payload, text, self.device)
+
+
+def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None] = None,
+          out: Union[str, os.PathLike, None] = None, time: Union[str, float, None] = None, steps: Optional[int] = None,
+          on_progress: Optional[Callable[[dict], None]] = None, quiet: bool = True, *, resume: bool = False,
+          force: bool = False, model: Optional[str] = None, layers: Optional[int] = None, hidden: Optional[int] = None,
+          embed: Optional[int] = None, dropout: Optional[float] = None, seq_len: Optional[int] = None,
+          batch_size: Optional[int] = None, lr: Optional[float] = None, weight_decay: Optional[float] = None,
+          seed: Optional[int] = None, schedule_steps: Optional[int] = None, val_fraction: Optional[float] = None,
+          eval_every: Optional[int] = None, device: str = "auto", impl: str = "fused", precision: Optional[str] = None,
+          encoding: str = "utf-8", errors: str = "strict", init_from: Optional[str] = None,
+          reporter: Optional[Reporter] = None) -> dict:
+    """Train a run as `charrnn train` does, with its settings and defaults; returns the summary
+    (steps, val_loss, best_val_loss, elapsed, chars_per_s, out_dir).
+
+    corpus: files, directories, - or catalogue names (None: the built-in corpus). time: "90s", "10m", or
+    seconds. on_progress gets a dict after every step: step, train_loss, val_loss, chars_per_s, eta_s,
+    fraction (of the budget) and evaluated (whether this step validated and checkpointed).
+    """
+    corpus_args = [] if corpus is None else [os.fspath(corpus)] if isinstance(corpus, (str, os.PathLike)) \
+        else [os.fspath(c) for c in corpus]
+    shape = given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
+    # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
+    init = finetune.load_init(init_from) if init_from is not None and not resume else None
+    time_budget = parse_duration(time) if isinstance(time, str) else None if time is None else float(time)
+    model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
+    train_config = TrainConfig(**given(
+        seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
+        schedule_steps=schedule_steps, time_budget=time_budget, val_fraction=val_fraction,
+        eval_every=eval_every, device=device, impl=impl, precision=precision))
+    if out is None:
+        if resume:
+            raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
+        out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus_args), ranks.launched_world_size())
+    out = Path(out)
+    reporter = reporter or Reporter(quiet=quiet or not ranks.is_main(), on_progress=on_progress)
+    try:
+        with distributed.stopped_peers(out):
+            with rundir.removed_if_unused(out), interrupted_before_training():
+                trainer = Trainer(corpus_args, model_config, train_config, out, resume=resume, force=force,
+                                  reporter=reporter, encoding=encoding, errors=errors, init=init,
+                                  sized=sized_fields(shape, resume, init is not None))
+            summary = trainer.run()
+        distributed.finish()
+    finally:
+        reporter.close()
+    best = summary["best_val_loss"]
+    reporter.log(f"done: {summary['steps']} steps in {format_duration(summary['elapsed'])}; "
+                 f"best val loss {best:.4f} nats/char ({best / math.log(2):.3f} bpc); saved {out}/best.pt and {out}/last.pt")
+    return summary
+
+
+def given(**options) -> dict:
+    """The options the user set: the rest keep the defaults that config.py holds."""
+    return {name: value for name, value in options.items() if value is not None}
+
