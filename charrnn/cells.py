@@ -24,6 +24,11 @@ State = Union[Tensor, tuple[Tensor, Tensor]]
 Internals = dict[str, Tensor]
 
 
+def map_state(function: Callable[[Tensor], Tensor], state: State) -> State:
+    """`function` applied to the state's tensor, or to each of the LSTM's pair: the one place that knows both shapes."""
+    return tuple(function(part) for part in state) if isinstance(state, (tuple, list)) else function(state)
+
+
 def rnn_cell(input_projection: Tensor, hidden: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Internals]:
     """One Elman RNN step: h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
     return rnn_update(input_projection + F.linear(hidden, weight_hh, bias_hh), hidden)

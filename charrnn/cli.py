@@ -246,6 +246,21 @@ def evaluate(
                   f"| {result['chars']:,} chars | {result['oov']:,} out of vocabulary")
 
 
+def readable(key: str, value) -> str:
+    """A value of `info` as a person reads it: a duration as 3m01s, a loss to 4 decimals, a count with separators."""
+    from charrnn.progress import format_duration
+
+    if value is None:
+        return "-"
+    if key.endswith("_s"):
+        return format_duration(value)
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 @app.command()
 def info(
     checkpoint_arg: CheckpointOption = None,
@@ -289,7 +304,7 @@ def info(
             print(json.dumps({**details, "history": history}))
         else:
             for key, value in details.items():
-                print(f"{key:14} {escaped(str(value))}")
+                print(f"{key.removesuffix('_s'):14} {escaped(readable(key, value))}")
             print()
             print(plot_lib.terminal_curve(history))
 

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from charrnn.cells import map_state
 from charrnn.data import Windows
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError
@@ -187,12 +188,7 @@ class Group:
                 f"this run was trained by {trained_by} process(es) and is being resumed by {self.world_size}: "
                 f"its streams of the corpus are laid out for {trained_by}; resume with {trained_by} in all "
                 f"({'torchrun --nproc-per-node ...' if trained_by > 1 else 'plain charrnn train'} --resume)")
-        hidden = saved["hidden_state"]
-        if isinstance(hidden, (tuple, list)):
-            rows = self.rows(hidden[0].shape[1])
-            share = tuple(s[:, rows].contiguous() for s in hidden)
-        else:
-            share = hidden[:, self.rows(hidden.shape[1])].contiguous()
+        share = map_state(lambda part: part[:, self.rows(part.shape[1])].contiguous(), saved["hidden_state"])
         return share, saved.get("rank_rng", [saved["rng"]])[self.rank]
 
     def barrier(self) -> None:

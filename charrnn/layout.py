@@ -7,6 +7,7 @@ from pathlib import Path
 
 RUNS_DIR = Path("runs")
 BEST, LAST = "best.pt", "last.pt"
+METRICS = "metrics.jsonl"  # one JSON object per evaluation
 
 
 def run_directories(runs_dir: Path = RUNS_DIR) -> list[Path]:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import nn
 
-from charrnn.cells import GATES, recurrent_stack
+from charrnn.cells import GATES, State, map_state, recurrent_stack
 from charrnn.config import ModelConfig, from_dict
 
-State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 
 class CharRNN(nn.Module):
@@ -56,9 +55,7 @@ class CharRNN(nn.Module):
 
 def detach_state(state: State) -> State:
     """Cut the graph between windows: the values carry over, the gradients stop (truncated BPTT)."""
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+    return map_state(torch.Tensor.detach, state)
 
 
 def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

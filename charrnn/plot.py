@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from charrnn.errors import CharRNNError
+from charrnn.layout import METRICS
 
-METRICS = "metrics.jsonl"
 
 
 def read_history(checkpoint_path: Path, payload: dict) -> list[dict]:

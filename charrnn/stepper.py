@@ -38,15 +38,19 @@ BATCHED_SAMPLES = 4
 # against 63 us for quantized::linear_dynamic_fp16 and 99 us in fp32; int8 at batch 16: 445 us for
 # 2048x1024, against 703 us in fp16, 1,373 us in fp32 and 21 ms for torch._int_mm). Keep them, fall
 # back to fp32 the day they are gone, and keep the warnings off stderr.
-warnings.filterwarnings("ignore", message=r"fbgemm_(pack_gemm_matrix_fp16|linear_fp16_weight_fp32_activation) is deprecated")
-warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized")
 
 
 @functools.cache
 def packed_weights_supported(precision: str) -> bool:
-    """fbgemm's fp16-weight and int8 products: in x86 CPU builds of torch, on CPUs with AVX2."""
+    """fbgemm's fp16-weight and int8 products: in x86 CPU builds of torch, on CPUs with AVX2.
+
+    torch says once per process that these routes are deprecated: here, where that once is silenced,
+    without changing the caller's warning filters.
+    """
     try:
-        Projection(torch.ones(8, 8), None, precision)(torch.ones(1, 8))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            Projection(torch.ones(8, 8), None, precision)(torch.ones(1, 8))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
     return True

@@ -22,11 +22,12 @@ from charrnn.config import ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.data import evaluation_windows, load_corpus, training_windows
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError, TrainingInterrupted
+from charrnn.layout import METRICS
 from charrnn.evaluate import total_loss
-from charrnn.model import CharRNN, detach_state, training_bytes
+from charrnn.cells import map_state
+from charrnn.model import CharRNN, training_bytes
 from charrnn.progress import Reporter, format_duration
 
-METRICS = "metrics.jsonl"
 
 
 @dataclass
@@ -148,21 +149,13 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def state_to_cpu(state):
-    return tuple(s.cpu() for s in state) if isinstance(state, tuple) else state.cpu()
-
-
-def state_to(state, device):
-    return tuple(s.to(device) for s in state) if isinstance(state, (tuple, list)) else state.to(device)
-
-
 def gradients(network: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
               state, precision: str, grad_clip: float) -> tuple[torch.Tensor, object]:
     """Forward, loss and clipped gradients of one window: the loss, and the state to carry to the next window."""
     with autocast(inputs.device, precision):
         logits, state = network(inputs, state)
     # Autocast hands back bf16 states; carry fp32 so every window (and last.pt) sees one dtype.
-    state = state_to(detach_state(state), torch.float32)
+    state = map_state(lambda part: part.detach().float(), state)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -254,7 +247,7 @@ class Trainer:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.progress = RunProgress(**saved["progress"])
             hidden, rng = self.group.resumed_share(saved)
-            self.state = state_to(hidden, self.device)
+            self.state = map_state(lambda part: part.to(self.device), hidden)
             restore_rng_states(rng, self.device)
         elif init is not None:
             finetune.start_from(self.model, init, train_ids, self.device)
@@ -311,7 +304,7 @@ class Trainer:
 
     def save_last(self, val_loss: Optional[float]) -> None:
         """last.pt adds what an exact resume needs: optimizer, data position, carried state, RNG."""
-        shared = self.group.resume_state(state_to_cpu(self.state), rng_states(self.device))
+        shared = self.group.resume_state(map_state(torch.Tensor.cpu, self.state), rng_states(self.device))
         if shared is None:  # not rank 0: nothing to write
             return
         payload = self.payload(val_loss)
