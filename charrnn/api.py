@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
@@ -18,6 +19,7 @@ from charrnn.budget import sized_fields
 from charrnn.config import IMPLEMENTATIONS, ModelConfig, TrainConfig, from_dict, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
+from charrnn.dynamic import DynamicSettings, dynamic_loss
 from charrnn.errors import CharRNNError, escaped
 from charrnn.evaluate import summarize, total_loss
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
@@ -32,6 +34,7 @@ from charrnn.viz import Trace, trace_text
 from charrnn.vocab import UNKNOWN, Vocab, code_points
 
 Prime = Union[str, Iterable[str]]  # a string, or its pieces as they arrive (a stream read lazily)
+Dynamic = Union[bool, DynamicSettings]  # dynamic evaluation: off, on with the measured defaults, or these settings
 
 
 def load(path: Union[str, os.PathLike, None] = None, device: str = "auto", impl: str = "fused") -> "LanguageModel":
@@ -108,28 +111,46 @@ class LanguageModel:
 
     # --- reading text ---------------------------------------------------------------------------------------
 
-    def evaluate(self, text: str) -> dict:
-        """loss (nats/char), bpc, perplexity, chars and oov of `text`: what `charrnn eval` reports for a file holding it."""
+    def evaluate(self, text: str, dynamic: Dynamic = False) -> dict:
+        """loss (nats/char), bpc, perplexity, chars and oov of `text`: what `charrnn eval` reports for a file holding it.
+
+        dynamic: True (the measured defaults) or a `DynamicSettings`: the figures of dynamic evaluation, where the
+        model adapts as it reads (the model itself is left unchanged), with the settings, the seconds it took, and
+        the static figures under "static" for comparison."""
         looked_up = self.vocab.lookup(code_points(text))
         known = looked_up[looked_up != UNKNOWN]
-        return self.evaluate_ids(known.astype(self.vocab.dtype), len(looked_up) - len(known))
+        return self.evaluate_ids(known.astype(self.vocab.dtype), len(looked_up) - len(known), dynamic)
 
-    def evaluate_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict") -> dict:
+    def evaluate_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
+                       dynamic: Dynamic = False) -> dict:
         """`evaluate` on text files, directories or - (stdin), read as a stream."""
         corpus = load_corpus(list(files), encoding, errors, vocab=self.vocab)
-        return self.evaluate_ids(corpus.ids, corpus.oov)
+        return self.evaluate_ids(corpus.ids, corpus.oov, dynamic)
 
-    def evaluate_validation(self) -> dict:
+    def evaluate_validation(self, dynamic: Dynamic = False) -> dict:
         """`evaluate` on the run's own validation split, read again from the corpus it names."""
+        ids, oov = self.validation_ids()
+        return self.evaluate_ids(ids, oov, dynamic)
+
+    def validation_ids(self) -> tuple[np.ndarray, int]:
+        """The run's validation split as ids, and how many characters of its corpus the vocabulary lacks."""
         sources = self.training_corpus()
         corpus = load_corpus(sources, self.payload.get("encoding", "utf-8"), self.payload.get("errors", "strict"),
                              vocab=self.vocab)
         _, ids = corpus.split(self.train_config.val_fraction)
-        return self.evaluate_ids(ids, corpus.oov)
+        return ids, corpus.oov
 
-    def evaluate_ids(self, ids: np.ndarray, oov: int = 0) -> dict:
-        nats, count = total_loss(self.network, evaluation_windows(ids, self.train_config.seq_len), self.device)
-        return summarize(nats, count, oov)
+    def evaluate_ids(self, ids: np.ndarray, oov: int = 0, dynamic: Dynamic = False) -> dict:
+        started = time.perf_counter()
+        static = summarize(*total_loss(self.network, evaluation_windows(ids, self.train_config.seq_len), self.device), oov)
+        if not dynamic:
+            return static
+        static["seconds"] = time.perf_counter() - started
+        settings = DynamicSettings() if dynamic is True else dynamic
+        started = time.perf_counter()
+        result = summarize(*dynamic_loss(self.network, ids, self.device, settings), oov)
+        return {**result, "seconds": time.perf_counter() - started, "segment": settings.segment,
+                "lr": settings.lr, "decay": settings.decay, "static": static}
 
     @property
     def train_config(self) -> TrainConfig:

@@ -226,21 +226,35 @@ def evaluate(
     impl: ImplOption = "fused",
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Also score it while the model adapts as it reads (dynamic evaluation, Krause et al. 2018), side by side with the static figures; the checkpoint is not changed.")] = False,
+    segment: Annotated[Optional[int], typer.Option("--segment", help="--dynamic: characters scored between two updates. Default: 100.", show_default=False)] = None,
+    dynamic_lr: Annotated[Optional[float], typer.Option("--dynamic-lr", help="--dynamic: the SGD step size. Default: 1e-3.", show_default=False)] = None,
+    dynamic_decay: Annotated[Optional[float], typer.Option("--dynamic-decay", help="--dynamic: how far each update pulls the weights back toward the trained ones, 0 to 1. Default: 0.", show_default=False)] = None,
 ):
     """Bits per character of a model on text (default: its own validation split)."""
     from charrnn import api
     from charrnn.data import corpus_name
+    from charrnn.dynamic import DynamicSettings
 
+    if not dynamic and (segment, dynamic_lr, dynamic_decay) != (None, None, None):
+        raise CharRNNError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
+    settings = DynamicSettings(**api.given(segment=segment, lr=dynamic_lr, decay=dynamic_decay)) if dynamic else False
     lm = api.load(checkpoint_arg, device, impl)
     if files:
-        result = lm.evaluate_files(files, encoding, errors)
+        result = lm.evaluate_files(files, encoding, errors, dynamic=settings)
     else:
         sources = lm.training_corpus()
         print(f"charrnn: scoring the validation split of {escaped(', '.join(sources) or corpus_name(sources))}", file=sys.stderr)
-        result = lm.evaluate_validation()
+        result = lm.evaluate_validation(dynamic=settings)
     with product_output():
         if as_json:
             print(json.dumps(result))
+        elif dynamic:
+            for name, figures in (("static ", result["static"]), ("dynamic", result)):
+                print(f"{name} bpc {figures['bpc']:.4f} | loss {figures['loss']:.4f} nats/char | perplexity "
+                      f"{figures['perplexity']:.3f} | {figures['chars']:,} chars | {figures['seconds']:.1f}s")
+            print(f"dynamic: segment {result['segment']}, lr {result['lr']:g}, decay {result['decay']:g} | "
+                  f"{result['oov']:,} out of vocabulary")
         else:
             print(f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity {result['perplexity']:.3f} "
                   f"| {result['chars']:,} chars | {result['oov']:,} out of vocabulary")

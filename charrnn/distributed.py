@@ -279,9 +279,8 @@ def start(device_name: str) -> Group:
 def finish() -> None:
     """Leave the job cleanly (after success or a clean error every rank agreed on).
 
-    Every rank first waits for the others: one that tore its connections down while rank 0 was
-    still writing the last checkpoints aborted now and then in gloo ("terminate called without an
-    active exception"; 1 job in 20 with the machine under load).
+    Every rank first waits for the others: one that tears its connections down while rank 0 still
+    writes the last checkpoints can abort in gloo (benchmarks/RESULTS.md).
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

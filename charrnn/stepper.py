@@ -29,15 +29,9 @@ UPDATES = {"rnn": rnn_update, "lstm": lstm_update}
 # batch of BATCHED_SAMPLES or more; fp32 elsewhere (CUDA, MPS, ARM).
 WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 PACKED_PRECISIONS = ("fp16", "int8")  # multiplied by fbgemm, from its own packed layouts
-# From this many samples, int8 weights on every core beat fp16 on one. 2x512 LSTM, 2 cores, cost
-# against one sample (fp16, one thread): 2 samples 1.30x int8 against 1.14x fp16; 4 samples 1.45x
-# against 1.56x; 8: 1.82x against 2.52x; 16: 2.61x against 4.49x.
-BATCHED_SAMPLES = 4
-# torch marks its fbgemm fp16 functions and its quantized tensors deprecated, yet they are its
-# fastest products on x86 CPUs (one thread; fp16 at batch 1: about 40 us for a 2048x512 matrix,
-# against 63 us for quantized::linear_dynamic_fp16 and 99 us in fp32; int8 at batch 16: 445 us for
-# 2048x1024, against 703 us in fp16, 1,373 us in fp32 and 21 ms for torch._int_mm). Keep them, fall
-# back to fp32 the day they are gone, and keep the warnings off stderr.
+BATCHED_SAMPLES = 4  # from this many samples, int8 on every core beats fp16 on one (benchmarks/RESULTS.md)
+# torch marks its fbgemm fp16 functions and quantized tensors deprecated, yet they are its fastest products
+# on x86 CPUs (benchmarks/RESULTS.md): keep them, and fall back to fp32 the day they are gone.
 
 
 @functools.cache

@@ -155,3 +155,17 @@ def test_cudnn_and_cells_agree_on_cuda(kind):
     ids = torch.randint(0, 13, (3, 9), device="cuda")
     (fused_logits, _), (cells_logits, _) = fused(ids), cells(ids)
     assert torch.allclose(fused_logits, cells_logits, atol=1e-8)
+
+
+def test_a_checkpoint_trained_fused_evaluates_the_same_with_the_cells(cli, corpus_file, monkeypatch):
+    """`--impl` end to end: what torch's fused kernels trained, the cells written out step by step run the same."""
+    import charrnn
+    from conftest import TINY_MODEL
+
+    trained = cli("train", corpus_file, "-o", "run", "--steps", "20", "--layers", "2", "--device", "cpu", *TINY_MODEL[2:])
+    assert "| cpu (onednn, fp32) |" in trained.stderr
+    saved = checkpoint.load_checkpoint(cli.cwd / "run" / "best.pt")
+    assert (saved["device"], saved["backend"], saved["precision"]) == ("cpu", "onednn", "fp32")
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", cli.env["CHARRNN_CACHE_DIR"])
+    fused, cells = (charrnn.load(cli.cwd / "run", impl=impl).evaluate_validation() for impl in ("fused", "cells"))
+    assert fused["chars"] == cells["chars"] > 0 and abs(fused["bpc"] - cells["bpc"]) < 1e-4

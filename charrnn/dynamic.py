@@ -1,0 +1,88 @@
+"""Dynamic evaluation (Krause et al., 2018): the model keeps learning while it reads.
+
+Each segment is scored first, then the weights take one gradient step on it, then the next segment is
+scored by the adapted weights with the state carried over. A segment's score never sees its own update,
+so the figure is a fair loss over the text. With `decay` the weights are also pulled back toward the
+trained ones, theta <- theta - lr * grad + decay * (theta_trained - theta), so that what the model learns
+from one passage fades instead of piling up.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charrnn.data import as_long
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN, detach_state
+
+
+@dataclass(frozen=True)
+class DynamicSettings:
+    # Chosen on the first 100k characters of tiny-shakespeare's validation split, scored by the 5-minute
+    # default model (1x384 LSTM); the sweep is in benchmarks/RESULTS.md, "Dynamic evaluation".
+    segment: int = 100
+    lr: float = 1e-3
+    decay: float = 0.0
+
+    def __post_init__(self):
+        if self.segment < 1:
+            raise CharRNNError(f"--segment must be at least 1 (got {self.segment})")
+        if not self.lr >= 0.0:
+            raise CharRNNError(f"--dynamic-lr must be at least 0 (got {self.lr})")
+        if not 0.0 <= self.decay <= 1.0:
+            raise CharRNNError(f"--dynamic-decay must be in [0, 1] (got {self.decay})")
+
+
+def dynamic_loss(model: CharRNN, ids: np.ndarray, device: torch.device,
+                 settings: DynamicSettings = DynamicSettings()) -> tuple[float, int]:
+    """Sum of -ln p over every character after the first (as `evaluate.total_loss` counts them), read as one
+    stream in order while a copy of `model` adapts to it; `model` itself is left as it was."""
+    predicted = len(ids) - 1
+    if predicted < 1:
+        raise CharRNNError("nothing to evaluate: the text needs at least 2 characters the model knows")
+    learner = adaptable_copy(model)
+    parameters = [p for p in learner.parameters() if p.requires_grad]
+    trained = [p.detach().clone() for p in parameters] if settings.decay else []
+    stream = as_long(ids).unsqueeze(0)
+    state = learner.initial_state(1, device)
+    nats = 0.0
+    for start in range(0, predicted, settings.segment):
+        end = min(start + settings.segment, predicted)
+        inputs, targets = stream[:, start:end].to(device), stream[:, start + 1 : end + 1].to(device)
+        logits, state = learner(inputs, state)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+        nats += loss.item()
+        # The state carries the values into the next segment but not the graph: each step sees one segment.
+        state = detach_state(state)
+        learner.zero_grad(set_to_none=True)
+        # The mean, not the sum: the same lr then suits any segment length.
+        (loss / (end - start)).backward()
+        with torch.no_grad():
+            for index, parameter in enumerate(parameters):
+                if parameter.grad is not None:
+                    parameter.sub_(parameter.grad, alpha=settings.lr)
+                if settings.decay:
+                    parameter.add_(trained[index] - parameter, alpha=settings.decay)
+    return nats, predicted
+
+
+def adaptable_copy(model: CharRNN) -> CharRNN:
+    """A copy of the network in fp32 that takes gradients, with dropout off.
+
+    Training mode, because cuDNN's recurrent backward runs only there; dropout set to 0, because the
+    scores must be the deterministic ones that static evaluation gives."""
+    learner = copy.deepcopy(model).float()
+    for module in learner.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        elif isinstance(getattr(module, "dropout", None), float):
+            module.dropout = 0.0
+    for parameter in learner.parameters():
+        parameter.requires_grad_(True)
+    return learner.train()
