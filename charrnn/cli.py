@@ -27,7 +27,7 @@ except ImportError:  # older typer depends on click itself
     from click import ClickException as UsageProblem
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion and --show-completion for bash, zsh, fish and PowerShell
     no_args_is_help=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,

@@ -2,8 +2,9 @@
 
 import hashlib
 import json
+import subprocess
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, charrnn_command
 
 HANGUL_EMOJI = ("안녕하세요, 세계! 🙂 좋은 아침입니다. 🌞\n" "오늘도 좋은 하루 되세요 👍🏽\n") * 30
 
@@ -140,3 +141,12 @@ def test_whole_lines_stop_strings_and_json_that_reproduces_them(cli, tiny_run):
     firsts = [min((part.find(stop) for stop in stops if stop in part), default=len(part)) for part in generated]
     assert again.splitlines() == ["Al" + part[:first] for part, first in zip(generated, firsts)]
     assert any(first < len(part) for part, first in zip(generated, firsts))
+
+
+def test_shell_completion_completes_commands_and_options(cli):
+    def completed(words: str) -> list[str]:
+        env = dict(cli.env, COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1), _CHARRNN_COMPLETE="complete_bash")
+        return subprocess.run(charrnn_command(), env=env, capture_output=True, text=True, timeout=60).stdout.split()
+
+    assert completed("charrnn sam") == ["sample"]
+    assert "--temp" in completed("charrnn sample --te")
