@@ -179,6 +179,15 @@ def throwaway_step(model_config: ModelConfig, config: TrainConfig, window, devic
     return step
 
 
+def resumed_settings(saved: dict, asked: TrainConfig, corpus_args: list[str]) -> tuple[ModelConfig, TrainConfig, list[str]]:
+    """What a resumed run trains with: its own shape, settings and corpus; only the budget (when given)
+    and the hardware may change."""
+    stored = from_dict(TrainConfig, saved["train_config"])
+    train_config = replace(stored, steps=asked.steps or stored.steps, time_budget=asked.time_budget or stored.time_budget,
+                           device=asked.device, impl=asked.impl, precision=asked.precision)
+    return from_dict(ModelConfig, saved["model_config"]), train_config, corpus_args or saved["corpus_args"]
+
+
 class Trainer:
     """One run: owns the model, optimizer, data windows and run directory."""
 
@@ -194,14 +203,7 @@ class Trainer:
             self.reporter = Reporter(quiet=True)
         saved = self.group.from_main(lambda: open_run_directory(self.out_dir, resume, force))
         if saved is not None:
-            model_config = from_dict(ModelConfig, saved["model_config"])
-            stored = from_dict(TrainConfig, saved["train_config"])
-            # The run keeps its settings; only the budget and the hardware may change on resume.
-            train_config = replace(stored, steps=train_config.steps or stored.steps,
-                                   time_budget=train_config.time_budget or stored.time_budget,
-                                   device=train_config.device, impl=train_config.impl,
-                                   precision=train_config.precision)
-            corpus_args = corpus_args or saved["corpus_args"]
+            model_config, train_config, corpus_args = resumed_settings(saved, train_config, corpus_args)
         train_config, budget_defaulted = budget.with_default_budget(train_config)
         model_config.validate()
         train_config.validate()

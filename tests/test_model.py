@@ -5,7 +5,7 @@ import torch
 
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import CharRNN, detach_state
-from charrnn.trainer import Trainer, learning_rate
+from charrnn.trainer import Trainer
 
 
 def unigram_entropy(ids) -> float:
@@ -44,10 +44,3 @@ def test_state_carries_across_windows_like_one_long_sequence():
     first, state = model(ids[:, :5])
     second, _ = model(ids[:, 5:], detach_state(state))
     assert torch.allclose(torch.cat([first, second], dim=1), whole, atol=1e-6)
-
-
-def test_schedule_warms_up_then_decays_to_the_floor():
-    config = TrainConfig(lr=1e-2, warmup_steps=10, min_lr_ratio=0.1)
-    assert learning_rate(config, 0, 0.0) == pytest.approx(1e-3)
-    assert learning_rate(config, 50, 0.0) == pytest.approx(1e-2)
-    assert learning_rate(config, 50, 1.0) == pytest.approx(1e-3)

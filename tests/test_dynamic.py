@@ -1,0 +1,59 @@
+"""Dynamic evaluation: it learns from what it has read, counts as static evaluation does, and changes no file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+import charrnn
+from charrnn.dynamic import DynamicSettings
+from charrnn.errors import CharRNNError
+
+# A word the tiny model never saw, over and over: after its first few readings, a model that adapts predicts it.
+RARE = "First Citizen:\nYzvopheck, yzvopheck, speak yzvopheck.\n\n" * 12  # every letter one the model knows
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_a_repeated_rare_word_scores_lower_and_the_checkpoint_is_unchanged(tiny_run):
+    before = digests(tiny_run)
+    lm = charrnn.load(tiny_run)
+    static = lm.evaluate(RARE)
+    result = lm.evaluate(RARE, dynamic=DynamicSettings(segment=32, lr=0.3, decay=0.0))
+    assert result["static"] == {**static, "seconds": result["static"]["seconds"]}
+    assert (result["chars"], result["oov"]) == (static["chars"], 0) == (len(RARE) - 1, 0)
+    assert result["loss"] < static["loss"] - 0.3, (result["loss"], static["loss"])
+    # The model in memory and the files on disk are as they were: the same text scores the same again.
+    assert lm.evaluate(RARE) == static
+    assert digests(tiny_run) == before
+
+
+def test_decay_toward_the_trained_weights_and_zero_lr(tiny_run):
+    lm = charrnn.load(tiny_run)
+    plain = lm.evaluate(RARE, dynamic=DynamicSettings(segment=32, lr=0.3, decay=0.0))
+    pulled = lm.evaluate(RARE, dynamic=DynamicSettings(segment=32, lr=0.3, decay=0.5))
+    # Pulled halfway back after every step, the model keeps less of what it learned.
+    assert plain["loss"] < pulled["loss"] < plain["static"]["loss"]
+    # With no step at all, one stream from the zero state scores what static evaluation scores, near enough.
+    still = lm.evaluate(RARE, dynamic=DynamicSettings(segment=32, lr=0.0))
+    assert still["loss"] == pytest.approx(still["static"]["loss"], abs=0.02)
+
+
+@pytest.mark.parametrize("settings", [dict(segment=0), dict(lr=-1.0), dict(decay=1.5)])
+def test_settings_out_of_range_are_refused(settings):
+    with pytest.raises(CharRNNError):
+        DynamicSettings(**settings)
+
+
+def test_eval_dynamic_prints_both_figures(cli, tiny_run):
+    text = cli.cwd / "rare.txt"
+    text.write_text(RARE, encoding="utf-8")
+    completed = cli("eval", "-c", tiny_run, str(text), "--dynamic", "--segment", "32", "--dynamic-lr", "0.3", "--json")
+    result = json.loads(completed.stdout)
+    assert result["loss"] < result["static"]["loss"]
+    assert (result["segment"], result["lr"], result["decay"]) == (32, 0.3, DynamicSettings.decay)

@@ -1,0 +1,25 @@
+"""The training loop's rules, as a specification: the schedule, and what a resumed run keeps."""
+
+import pytest
+
+from charrnn.config import ModelConfig, TrainConfig, to_dict
+from charrnn.trainer import learning_rate, resumed_settings
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    config = TrainConfig(lr=1e-2, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(config, 0, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(config, 50, 0.0) == pytest.approx(1e-2)
+    assert learning_rate(config, 50, 1.0) == pytest.approx(1e-3)
+
+
+def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budget_and_hardware():
+    saved = {"model_config": to_dict(ModelConfig(hidden=48, layers=2)), "corpus_args": ["/data/corpus.txt"],
+             "train_config": to_dict(TrainConfig(lr=3e-3, seq_len=32, steps=100, seed=7, device="cpu"))}
+    asked = TrainConfig(lr=1.0, seq_len=999, steps=200, seed=1, device="cuda", impl="cells", precision="bf16")
+    model, train, corpus = resumed_settings(saved, asked, [])
+    assert (model.hidden, model.layers) == (48, 2) and corpus == ["/data/corpus.txt"]
+    assert (train.lr, train.seq_len, train.seed) == (3e-3, 32, 7)  # the run's own
+    assert (train.steps, train.device, train.impl, train.precision) == (200, "cuda", "cells", "bf16")  # the new ones
+    kept = resumed_settings(saved, TrainConfig(), ["other.txt"])[1:]
+    assert kept[0].steps == 100 and kept[1] == ["other.txt"]  # no new budget: the run's own; a corpus given wins
