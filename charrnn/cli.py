@@ -16,6 +16,7 @@ import typer
 from typing_extensions import Annotated
 
 from charrnn import __version__, names, ranks
+from charrnn.config import DynamicSettings
 from charrnn.errors import INTERRUPTED, CharRNNError, TrainingInterrupted, escaped
 from charrnn.layout import RUNS_DIR
 
@@ -227,14 +228,13 @@ def evaluate(
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Also score it while the model adapts as it reads (dynamic evaluation, Krause et al. 2018), side by side with the static figures; the checkpoint is not changed.")] = False,
-    segment: Annotated[Optional[int], typer.Option("--segment", help="--dynamic: characters scored between two updates. Default: 100.", show_default=False)] = None,
-    dynamic_lr: Annotated[Optional[float], typer.Option("--dynamic-lr", help="--dynamic: the SGD step size. Default: 1e-3.", show_default=False)] = None,
-    dynamic_decay: Annotated[Optional[float], typer.Option("--dynamic-decay", help="--dynamic: how far each update pulls the weights back toward the trained ones, 0 to 1. Default: 0.", show_default=False)] = None,
+    segment: Annotated[Optional[int], typer.Option("--segment", help=f"--dynamic: characters scored between two updates. Default: {DynamicSettings.segment}.", show_default=False)] = None,
+    dynamic_lr: Annotated[Optional[float], typer.Option("--dynamic-lr", help=f"--dynamic: the SGD step size, on the mean loss of a segment. Default: {DynamicSettings.lr:g}.", show_default=False)] = None,
+    dynamic_decay: Annotated[Optional[float], typer.Option("--dynamic-decay", help=f"--dynamic: how far each update pulls the weights back toward the trained ones, 0 to 1. Default: {DynamicSettings.decay:g}.", show_default=False)] = None,
 ):
     """Bits per character of a model on text (default: its own validation split)."""
     from charrnn import api
     from charrnn.data import corpus_name
-    from charrnn.dynamic import DynamicSettings
 
     if not dynamic and (segment, dynamic_lr, dynamic_decay) != (None, None, None):
         raise CharRNNError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")

@@ -138,3 +138,24 @@ def parse_duration(text: str) -> float:
     if not compact or position != len(compact) or not 0 < total < math.inf:
         raise CharRNNError(f"cannot read --time {text!r}; write a duration such as 90s, 10m, 1h or 1h30m")
     return total
+
+
+@dataclass(frozen=True)
+class DynamicSettings:
+    """How dynamic evaluation (charrnn/dynamic.py) adapts: characters per update, SGD step, pull back toward the trained weights."""
+
+    # Chosen on the first 100k characters of tiny-shakespeare's validation split, scored by the 5-minute
+    # default model (1x384 LSTM): AdamW-trained weights want large SGD steps (the lr is per mean loss of a
+    # segment), and a small decay keeps a large step from drifting. The sweep: benchmarks/RESULTS.md,
+    # "Dynamic evaluation".
+    segment: int = 50
+    lr: float = 0.3
+    decay: float = 0.003
+
+    def __post_init__(self):
+        if self.segment < 1:
+            raise CharRNNError(f"--segment must be at least 1 (got {self.segment})")
+        if not self.lr >= 0.0:
+            raise CharRNNError(f"--dynamic-lr must be at least 0 (got {self.lr})")
+        if not 0.0 <= self.decay <= 1.0:
+            raise CharRNNError(f"--dynamic-decay must be in [0, 1] (got {self.decay})")

@@ -10,33 +10,18 @@ from one passage fades instead of piling up.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charrnn.config import DynamicSettings
 from charrnn.data import as_long
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, detach_state
 
-
-@dataclass(frozen=True)
-class DynamicSettings:
-    # Chosen on the first 100k characters of tiny-shakespeare's validation split, scored by the 5-minute
-    # default model (1x384 LSTM); the sweep is in benchmarks/RESULTS.md, "Dynamic evaluation".
-    segment: int = 100
-    lr: float = 1e-3
-    decay: float = 0.0
-
-    def __post_init__(self):
-        if self.segment < 1:
-            raise CharRNNError(f"--segment must be at least 1 (got {self.segment})")
-        if not self.lr >= 0.0:
-            raise CharRNNError(f"--dynamic-lr must be at least 0 (got {self.lr})")
-        if not 0.0 <= self.decay <= 1.0:
-            raise CharRNNError(f"--dynamic-decay must be in [0, 1] (got {self.decay})")
+__all__ = ["DynamicSettings", "dynamic_loss", "adaptable_copy"]
 
 
 def dynamic_loss(model: CharRNN, ids: np.ndarray, device: torch.device,

@@ -80,22 +80,29 @@ def test_built_in_corpus_trains_and_evaluates_its_own_validation_split(cli):
     assert evaluated["chars"] > 1000 and evaluated["oov"] == 0
 
 
+def saved_config(cli, run: str) -> dict:
+    """The model config a run's best.pt holds (read here: `info` is tested on its own)."""
+    from charrnn.checkpoint import load_checkpoint
+
+    return load_checkpoint(cli.cwd / run / "best.pt")["model_config"]
+
+
 def test_model_size_follows_a_time_budget(cli, corpus_file):
     small = ["--layers", "1", "--embed", "8", "--seq-len", "16", "--batch-size", "2", "--eval-every", "5"]
     sized = cli("train", corpus_file, "--time", "1s", "-o", "short", *small)
     assert "sized for a 1s budget: --hidden 256 --dropout 0.0" in sized.stderr
-    assert json.loads(cli("info", "-c", "short", "--json").stdout)["hidden"] == 256
+    assert saved_config(cli, "short")["hidden"] == 256
 
     # Long budgets train a wider network with dropout (--steps 1 ends the run after one step).
     long = cli("train", corpus_file, "--time", "10m", "--steps", "1", "-o", "long", *small)
     assert "sized for a 10m00s budget: --hidden 640 --dropout 0.2" in long.stderr
-    assert json.loads(cli("info", "-c", "long", "--json").stdout)["dropout"] == 0.2
+    assert saved_config(cli, "long")["dropout"] == 0.2
     own_dropout = cli("train", corpus_file, "--time", "10m", "--steps", "1", "--dropout", "0", "-o", "own", *small)
     assert "sized for a 10m00s budget: --hidden 640 (set them to choose)" in own_dropout.stderr
 
     chosen = cli("train", corpus_file, "--time", "1s", "-o", "chosen", "--hidden", "24", *small)
     assert "sized for" not in chosen.stderr
-    assert json.loads(cli("info", "-c", "chosen", "--json").stdout)["hidden"] == 24
+    assert saved_config(cli, "chosen")["hidden"] == 24
 
     (cli.cwd / "latin1.txt").write_bytes(b"caf\xe9\n" * 50)
     refused = cli("train", "latin1.txt", "--time", "1s", "-o", "bad", check_rc=1)

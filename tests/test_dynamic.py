@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 
 import charrnn
+from charrnn.data import evaluation_windows
 from charrnn.dynamic import DynamicSettings
 from charrnn.errors import CharRNNError
+from charrnn.evaluate import total_loss
+from charrnn.vocab import code_points
 
 # A word the tiny model never saw, over and over: after its first few readings, a model that adapts predicts it.
 RARE = "First Citizen:\nYzvopheck, yzvopheck, speak yzvopheck.\n\n" * 12  # every letter one the model knows
@@ -39,9 +41,16 @@ def test_decay_toward_the_trained_weights_and_zero_lr(tiny_run):
     pulled = lm.evaluate(RARE, dynamic=DynamicSettings(segment=32, lr=0.3, decay=0.5))
     # Pulled halfway back after every step, the model keeps less of what it learned.
     assert plain["loss"] < pulled["loss"] < plain["static"]["loss"]
-    # With no step at all, one stream from the zero state scores what static evaluation scores, near enough.
-    still = lm.evaluate(RARE, dynamic=DynamicSettings(segment=32, lr=0.0))
-    assert still["loss"] == pytest.approx(still["static"]["loss"], abs=0.02)
+
+
+def test_without_a_step_it_is_static_evaluation_read_as_one_stream(tiny_run):
+    lm = charrnn.load(tiny_run)
+    ids = lm.vocab.lookup(code_points(RARE)).astype(lm.vocab.dtype)
+    nats, count = total_loss(lm.network, evaluation_windows(ids, 32, max_streams=1), lm.device)
+    # Whatever the segment length, every character is scored once, by the state of all the text before it.
+    for segment in (7, 32, 1000):
+        still = lm.evaluate(RARE, dynamic=DynamicSettings(segment=segment, lr=0.0))
+        assert (still["chars"], still["loss"]) == (count, pytest.approx(nats / count, abs=1e-5))
 
 
 @pytest.mark.parametrize("settings", [dict(segment=0), dict(lr=-1.0), dict(decay=1.5)])
@@ -53,7 +62,8 @@ def test_settings_out_of_range_are_refused(settings):
 def test_eval_dynamic_prints_both_figures(cli, tiny_run):
     text = cli.cwd / "rare.txt"
     text.write_text(RARE, encoding="utf-8")
-    completed = cli("eval", "-c", tiny_run, str(text), "--dynamic", "--segment", "32", "--dynamic-lr", "0.3", "--json")
-    result = json.loads(completed.stdout)
-    assert result["loss"] < result["static"]["loss"]
-    assert (result["segment"], result["lr"], result["decay"]) == (32, 0.3, DynamicSettings.decay)
+    completed = cli("eval", "-c", tiny_run, str(text), "--dynamic", "--segment", "32", "--dynamic-lr", "0.3")
+    static, dynamic, settings = completed.stdout.splitlines()
+    loss = {line.split()[0]: float(line.split("| loss ")[1].split()[0]) for line in (static, dynamic)}
+    assert loss["dynamic"] < loss["static"]
+    assert settings.startswith(f"dynamic: segment 32, lr 0.3, decay {DynamicSettings.decay:g}")

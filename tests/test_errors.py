@@ -45,6 +45,8 @@ CASES = {
     "checkpoint_zip_bomb": (["info", "-c", "bomb.pt"], ["bomb.pt", "refused to load", "compressed"], 1),
     "checkpoint_with_garbage_history": (["info", "-c", "history.pt"], ["history.pt", "its history", "charrnn train"], 1),
     "eval_of_a_corpus_a_checkpoint_would_download": (["eval", "-c", "catalogue.pt"], ["tinyshakespeare", "not a file or directory", "pass FILE"], 1),
+    "dynamic_setting_without_dynamic": (["eval", "-c", "RUN", "corpus.txt", "--dynamic-lr", "1e-3"], ["--dynamic-lr", "need --dynamic"], 1),
+    "dynamic_segment_of_zero": (["eval", "-c", "RUN", "corpus.txt", "--dynamic", "--segment", "0"], ["--segment", "at least 1"], 1),
     "no_run_to_discover": (["sample"], ["no trained run found", "charrnn train", "-c PATH"], 1),
     "negative_temperature": (["sample", "-c", "RUN", "--temp", "-0.5"], ["--temp", "-0.5"], 1),
     "top_p_zero": (["sample", "-c", "RUN", "--top-p", "0"], ["--top-p", "(0, 1]"], 1),
