@@ -59,8 +59,10 @@ def test_hangul_and_emoji_round_trip_through_train_sample_and_eval(cli):
     assert evaluated["oov"] == 0 and evaluated["chars"] == len(HANGUL_EMOJI) - 1
 
 
-def test_train_reads_stdin(cli, corpus_file):
-    cli("train", "-", "--steps", "2", "-o", "piped", *TINY_MODEL, input=corpus_file.read_text())
+def test_train_reads_stdin_past_its_first_buffer(cli, corpus_file):
+    text = corpus_file.read_text()
+    piped = text * (100_000 // len(text) + 1)  # 100 KB: past the first 64 KB buffer, short of its doubling
+    cli("train", "-", "--steps", "2", "-o", "piped", *TINY_MODEL, input=piped)
     assert (cli.cwd / "piped" / "best.pt").is_file()
 
 

@@ -125,10 +125,13 @@ def test_built_in_corpus_records_its_files(monkeypatch, tmp_path):
         assert load_corpus([]).file_lengths == [6, 12, 18]
 
 
-def test_stdin_of_megabytes_grows_its_buffer(monkeypatch):
-    """A stream of unknown size (stdin) outgrows the first buffer many times: 20 MB here."""
+@pytest.mark.parametrize("size", [2**20 + 1, 20_000_000])
+def test_stdin_of_megabytes_grows_its_buffer(monkeypatch, size):
+    """A stream of unknown size (stdin) outgrows the first buffer many times: 1 MB in 64 KB reads, and 20 MB."""
+    if size < 2**21:
+        monkeypatch.setattr(data, "CHUNK_BYTES", 1 << 16)
     text = "".join(chr(c) for c in range(32, 127)) + "\n"
-    blob = (text * (20_000_000 // len(text))).encode()
+    blob = (text * (size // len(text))).encode()
     ids, vocab, _, lengths = data.encode_sources([data.Source("<stdin>", lambda: io.BytesIO(blob))],
                                                  "utf-8", "strict", None)
     assert lengths == [len(blob)] and ids.flags.owndata and vocab.decode(ids[-len(text):]) == text
