@@ -106,3 +106,10 @@ def test_info_on_the_folder_shows_the_whole_runs_history(folder, tiny_run, capsy
     details = json.loads(capsys.readouterr().out)
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert details["checkpoint"] == str(folder) and details["history"] == rows
+
+
+def test_charrnn_load_reads_the_folder(folder, tiny_run):
+    import charrnn
+
+    settings = dict(prime="All:\n", length=60, temperature=0, precision="fp32")
+    assert charrnn.load(folder).generate(**settings) == charrnn.load(tiny_run).generate(**settings)
