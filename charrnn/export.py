@@ -6,13 +6,11 @@ the command's choices are its keys, so a new format is one function and one line
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
-from charrnn import cache, checkpoint, hf
+from charrnn import cache, checkpoint, hf, names
 from charrnn.card import model_card
-from charrnn import names
 from charrnn.errors import CharRNNError
 from charrnn.export_html import write_html
 from charrnn.onnx_graph import one_step_model
@@ -40,7 +38,7 @@ def write_hf(payload: dict, folder: Path) -> None:
     config = {key: payload[key] for key in shared if key in payload and key != "model" and key not in LOCAL_FIELDS}
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in hf.folder_files(config, payload["model"], model_card(payload, folder.name)).items():
-        write_file(folder / name, data)
+        cache.write_atomically(folder / name, data)
 
 
 def write_onnx(payload: dict, path: Path) -> None:
@@ -48,17 +46,7 @@ def write_onnx(payload: dict, path: Path) -> None:
     if path.is_dir():
         raise CharRNNError(f"-o {path} is a folder; name the file to write, e.g. {path / 'model.onnx'}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_file(path, one_step_model(payload).SerializeToString())
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename: a reader sees the old file or the new one, never half."""
-    temporary = cache.temporary_name(path)
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    cache.write_atomically(path, one_step_model(payload).SerializeToString())
 
 
 FORMATS: dict[str, Callable[[dict, Path], None]] = {

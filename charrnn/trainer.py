@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -119,10 +118,8 @@ def write_metrics(out_dir: Path, history: list) -> None:
     """Start metrics.jsonl from the run's own record: empty for a new run (--force starts afresh), and
     on --resume without the lines a killed run wrote after its last checkpoint (those steps run again)."""
     path = out_dir / METRICS
-    temporary = cache.temporary_name(path)
     try:
-        temporary.write_text("".join(json.dumps(entry) + "\n" for entry in history), encoding="utf-8")
-        os.replace(temporary, path)
+        cache.write_atomically(path, "".join(json.dumps(entry) + "\n" for entry in history).encode("utf-8"))
     except OSError as error:
         raise CharRNNError(f"cannot write {path} ({error.strerror or error}); choose another run directory with --out") from None
 
