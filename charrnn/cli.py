@@ -262,12 +262,10 @@ def evaluate(
 
 def readable(key: str, value) -> str:
     """A value of `info` as a person reads it: a duration as 3m01s, a loss to 4 decimals, a count with separators."""
-    from charrnn.progress import format_duration
-
     if value is None:
         return "-"
     if key.endswith("_s"):
-        return format_duration(value)
+        return duration(value)
     if isinstance(value, float):
         return f"{value:.4f}".rstrip("0").rstrip(".")
     if isinstance(value, int) and not isinstance(value, bool):
