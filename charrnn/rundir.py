@@ -76,6 +76,7 @@ def lock(folder: Path) -> None:
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()}\n".encode())
     _held[key] = descriptor
+    cache.remove_orphans(folder)  # sole writer now: what a killed run left half-written goes
 
 
 def release(folder: Path) -> None:

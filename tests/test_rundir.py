@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -86,3 +87,18 @@ def test_abandoning_a_run_removes_only_a_directory_it_made(tmp_path):
     with pytest.raises(CharRNNError, match="no last.pt to resume from"):
         rundir.prepare(made, resume=True, force=False)
     rundir.abandon(made)
+
+
+def test_taking_the_lock_sweeps_what_dead_writers_left(tmp_path):
+    """A kill mid-write leaves `.best.pt.PID.tmp`; the next owner removes it even if it never writes best.pt."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid has certainly exited
+    orphan = tmp_path / f".best.pt.{dead.pid}.tmp"
+    live = tmp_path / f".last.pt.{os.getpid()}.tmp"
+    for path in (orphan, live):
+        path.write_bytes(b"half a checkpoint")
+    rundir.lock(tmp_path)
+    try:
+        assert not orphan.exists() and live.exists()  # a live process's file is its own business
+    finally:
+        rundir.release(tmp_path)
