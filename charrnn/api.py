@@ -212,10 +212,11 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
     init = finetune.load_init(init_from) if init_from is not None and not resume else None
     time_budget = parse_duration(time) if isinstance(time, str) else None if time is None else float(time)
     model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
-    train_config = TrainConfig(**given(
+    options = given(
         seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
         schedule_steps=schedule_steps, time_budget=time_budget, val_fraction=val_fraction,
-        eval_every=eval_every, device=device, impl=impl, precision=precision))
+        eval_every=eval_every, device=device, impl=impl, precision=precision)
+    train_config = TrainConfig(**(finetune.train_options(options) if init is not None else options))
     if out is None:
         if resume:
             raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")

@@ -16,7 +16,7 @@ import typer
 from typing_extensions import Annotated
 
 from charrnn import __version__, names, ranks
-from charrnn.config import DynamicSettings
+from charrnn.config import DynamicSettings, FineTuneDefaults, TrainConfig
 from charrnn.errors import INTERRUPTED, CharRNNError, TrainingInterrupted, escaped
 from charrnn.layout import RUNS_DIR
 
@@ -86,10 +86,10 @@ def train(
     layers: Annotated[Optional[int], typer.Option(help="Recurrent layers.")] = None,
     hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. Default: sized by the time budget (train says what it chose).")] = None,
     embed: Annotated[Optional[int], typer.Option(help="Embedding size.")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head. Default: sized with --hidden by the time budget.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers and before the head. Default: sized with --hidden by the time budget; with --init-from, at least {FineTuneDefaults.min_dropout:g}.")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Characters per window (truncated BPTT length).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Windows per step (parallel streams of the corpus).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (AdamW).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate (AdamW). Default: {TrainConfig.lr:g}; {FineTuneDefaults.lr:g} with --init-from.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay on matrices.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps (the run's total).")] = None,

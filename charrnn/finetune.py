@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from charrnn import checkpoint
-from charrnn.config import ModelConfig, from_dict
+from charrnn.config import FineTuneDefaults, ModelConfig, from_dict
 from charrnn.data import Corpus, load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
@@ -35,16 +35,21 @@ def load_init(argument: str) -> dict:
 
 
 def model_config(init: dict, requested: dict) -> ModelConfig:
-    """The checkpoint's shape; a shape flag that disagrees with it is an error, --dropout may change."""
+    """The checkpoint's shape; a shape flag that disagrees with it is an error. Dropout is --dropout,
+    else at least the fine-tuning default: a small text is overfit at once without it."""
     config = from_dict(ModelConfig, init["model_config"])
     for name in SHAPE_FLAGS:
         if name in requested and requested[name] != getattr(config, name):
             raise CharRNNError(
                 f"--{name} {requested[name]} conflicts with the --init-from checkpoint ({name} {getattr(config, name)}); "
                 f"the shape comes from the checkpoint: drop --{name}")
-    if "dropout" in requested:
-        config.dropout = requested["dropout"]
+    config.dropout = requested.get("dropout", max(config.dropout, FineTuneDefaults.min_dropout))
     return config
+
+
+def train_options(requested: dict) -> dict:
+    """The training options a fine-tuned run starts with: the user's, else the fine-tuning defaults."""
+    return {"lr": FineTuneDefaults.lr, **requested}
 
 
 def init_record(init: dict) -> dict:
@@ -138,7 +143,8 @@ def start_from(model: CharRNN, init: dict, train_ids: np.ndarray, device: torch.
     calibrate_new_characters(model, len(init["vocab"]), train_ids, device)
 
 
-def starting_line(record: dict, vocab_size: int) -> str:
-    """The log line a fine-tuned run starts with."""
+def starting_line(record: dict, vocab_size: int, lr: float, dropout: float) -> str:
+    """The log line a fine-tuned run starts with, naming the settings the fine-tuning defaults touch."""
     added = vocab_size - record["vocab_size"]
-    return f"fine-tuning from {describe(record)}; {added} new character{'s' if added != 1 else ''} added to its {record['vocab_size']}"
+    return (f"fine-tuning from {describe(record)}; {added} new character{'s' if added != 1 else ''} added to its "
+            f"{record['vocab_size']}; --lr {lr:g} --dropout {dropout:g} (set them to choose)")

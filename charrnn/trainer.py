@@ -250,7 +250,8 @@ class Trainer:
             restore_rng_states(rng, self.device)
         elif init is not None:
             finetune.start_from(self.model, init, train_ids, self.device)
-            self.reporter.log(finetune.starting_line(self.init_from, len(self.corpus.vocab)))
+            self.reporter.log(finetune.starting_line(self.init_from, len(self.corpus.vocab), train_config.lr,
+                                                     self.model_config.dropout))
         if self.group.is_main:
             write_metrics(self.out_dir, self.progress.history)
         self.backend = backend_name(self.device, train_config.impl)

@@ -9,7 +9,7 @@ import torch
 
 from charrnn import finetune
 from charrnn.checkpoint import load_checkpoint
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import FineTuneDefaults, ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.trainer import run_training as train
@@ -61,6 +61,12 @@ def test_shape_flags_must_agree_with_the_checkpoint():
     assert (config.model, config.layers, config.hidden, config.embed, config.dropout) == ("gru", 2, 16, 8, 0.1)
     with pytest.raises(CharRNNError, match="--hidden 32 conflicts"):
         finetune.model_config(init, {"hidden": 32})
+    # Unless set: dropout at least the fine-tuning default (a base with more keeps its own), and its lr.
+    assert finetune.model_config(init, {}).dropout == FineTuneDefaults.min_dropout
+    init["model_config"]["dropout"] = 0.5
+    assert finetune.model_config(init, {}).dropout == 0.5
+    assert finetune.train_options({"steps": 3}) == {"lr": FineTuneDefaults.lr, "steps": 3}
+    assert finetune.train_options({"lr": 0.05})["lr"] == 0.05
 
 
 def eval_json(cli, *args):
@@ -101,6 +107,14 @@ def test_conflicting_shape_flag_and_missing_checkpoint_are_clear_errors(cli, cor
     assert "--hidden 64 conflicts" in result.stderr and "Traceback" not in result.stderr
     missing = cli("train", corpus_file, "--init-from", "nowhere.pt", "--steps", "2", "-o", "tuned2", check_rc=1)
     assert "nowhere.pt" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_fine_tuning_announces_and_keeps_its_defaults(cli, corpus_file, tiny_run):
+    said = cli("train", corpus_file, "--init-from", tiny_run, "--steps", "2", "-o", "defaults").stderr
+    assert f"--lr {FineTuneDefaults.lr:g} --dropout {FineTuneDefaults.min_dropout:g} (set them to choose)" in said
+    tuned = load_checkpoint(cli.cwd / "defaults" / "best.pt")
+    assert tuned["train_config"]["lr"] == FineTuneDefaults.lr
+    assert tuned["model_config"]["dropout"] == FineTuneDefaults.min_dropout
 
 
 def test_extended_corpus_keeps_the_text_and_reads_stdin_once(monkeypatch, tmp_path):
