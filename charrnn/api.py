@@ -6,6 +6,7 @@ and there, and is checked the same way.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -16,10 +17,10 @@ import numpy as np
 
 from charrnn import checkpoint, distributed, finetune, ranks, rundir
 from charrnn.budget import sized_fields
-from charrnn.config import IMPLEMENTATIONS, ModelConfig, TrainConfig, from_dict, parse_duration
+from charrnn.config import ADAPTING, IMPLEMENTATIONS, ModelConfig, TrainConfig, from_dict, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
-from charrnn.dynamic import DynamicSettings, dynamic_loss
+from charrnn.dynamic import DynamicSettings, adapted, dynamic_loss
 from charrnn.errors import CharRNNError, escaped
 from charrnn.evaluate import summarize, total_loss
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
@@ -117,15 +118,35 @@ class LanguageModel:
         dynamic: True (the measured defaults) or a `DynamicSettings`: the figures of dynamic evaluation, where the
         model adapts as it reads (the model itself is left unchanged), with the settings, the seconds it took, and
         the static figures under "static" for comparison."""
+        return self.evaluate_ids(*self.known_ids(text), dynamic)
+
+    def known_ids(self, text: str) -> tuple[np.ndarray, int]:
+        """`text` as ids, its characters the vocabulary lacks left out, and how many those were."""
         looked_up = self.vocab.lookup(code_points(text))
         known = looked_up[looked_up != UNKNOWN]
-        return self.evaluate_ids(known.astype(self.vocab.dtype), len(looked_up) - len(known), dynamic)
+        return known.astype(self.vocab.dtype), len(looked_up) - len(known)
 
     def evaluate_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
                        dynamic: Dynamic = False) -> dict:
         """`evaluate` on text files, directories or - (stdin), read as a stream."""
         corpus = load_corpus(list(files), encoding, errors, vocab=self.vocab)
         return self.evaluate_ids(corpus.ids, corpus.oov, dynamic)
+
+    def adapted(self, text: str, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
+        """This model after reading `text` once, learning as it reads (dynamic evaluation's updates), so that it
+        writes in that text's style: `charrnn sample --adapt`. Characters it does not know are skipped; this
+        model and its checkpoint are left as they were."""
+        return self.adapted_to_ids(self.known_ids(text)[0], settings)
+
+    def adapted_to_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
+                         settings: DynamicSettings = ADAPTING) -> "LanguageModel":
+        """`adapted` to text files, directories or - (stdin)."""
+        return self.adapted_to_ids(load_corpus(list(files), encoding, errors, vocab=self.vocab).ids, settings)
+
+    def adapted_to_ids(self, ids: np.ndarray, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
+        twin = copy.copy(self)
+        twin.network = adapted(self.network, ids, self.device, settings)
+        return twin
 
     def evaluate_validation(self, dynamic: Dynamic = False) -> dict:
         """`evaluate` on the run's own validation split, read again from the corpus it names."""

@@ -136,7 +136,8 @@ def sample(
     precision: Annotated[str, typer.Option(help="auto|fp32|fp16|int8: how the steps store the weights; auto on x86 CPUs "
                                            "is fp16 (fp32 arithmetic, half the memory traffic), or int8 from -n 4 "
                                            "(twice the arithmetic per instruction); fp32 elsewhere.")] = "auto",
-    encoding: Annotated[str, typer.Option(help="Text encoding of a prime piped to stdin.")] = "utf-8",
+    adapt: Annotated[Optional[str], typer.Option("--adapt", help="First read this text file once, learning from it as `eval --dynamic` does, then write in its style (the checkpoint is not changed).", metavar="FILE", show_default=False)] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of a prime piped to stdin, and of --adapt's file.")] = "utf-8",
 ):
     """Generate text from a trained model, streamed to stdout."""
     from charrnn import api, checkpoint
@@ -153,6 +154,8 @@ def sample(
     payload, sha256 = checkpoint.load_with_sha256(path) if as_json else (checkpoint.load_checkpoint(path), None)
     lm = api.LanguageModel(payload, path, device, impl)
     endings(lm.vocab, stop or [], lines)  # refused before any text is written
+    if adapt is not None:
+        lm = lm.adapted_to_files([adapt], encoding)
     if prime is not None:
         check_prime(lm.vocab, prime)  # refused before any text is written
         pieces = [prime]
@@ -177,7 +180,8 @@ def sample(
             write_records(out, parts, shown, {
                 "prime": pieces[0], "seed": seed, "temperature": temp, "top_k": top_k, "top_p": top_p, "length": length,
                 "stop": stop or [], "lines": lines, "num_samples": num_samples, "precision": precision,
-                "device": lm.device.type, "impl": impl, "checkpoint": os.path.abspath(path), "sha256": sha256})
+                "device": lm.device.type, "impl": impl, "checkpoint": os.path.abspath(path), "sha256": sha256,
+                "adapt": adapt})
         else:
             write_samples(out, parts, shown, separator if separator is not None else "\n" if lines else "\n\n")
     if shown is not None:

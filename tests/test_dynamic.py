@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,29 @@ def test_eval_dynamic_prints_both_figures(cli, tiny_run):
     loss = {line.split()[0]: float(line.split("| loss ")[1].split()[0]) for line in (static, dynamic)}
     assert loss["dynamic"] < loss["static"]
     assert settings.startswith(f"dynamic: segment 32, lr 0.3, decay {DynamicSettings.decay:g}")
+
+
+def test_an_adapted_model_writes_what_it_read_and_leaves_the_model_as_it_was(tiny_run):
+    lm = charrnn.load(tiny_run)
+    static = lm.evaluate(RARE)
+    adapted = lm.adapted(RARE * 3)
+    # Frozen after one pass, it predicts the text far better, and writes the word it learned.
+    assert adapted.evaluate(RARE)["loss"] < static["loss"] - 0.3
+    assert "zvopheck" in adapted.generate("First Citizen:\n", length=40, temperature=0)
+    assert "zvopheck" not in lm.generate("First Citizen:\n", length=40, temperature=0)
+    assert lm.evaluate(RARE) == static
+    with pytest.raises(CharRNNError, match="nothing to adapt to"):
+        lm.adapted("\u2603")  # no character the model knows
+
+
+def test_sample_adapt_reads_the_file_first_and_records_it(cli, tiny_run):
+    before = digests(tiny_run)
+    text = cli.cwd / "rare.txt"
+    text.write_text(RARE * 3, encoding="utf-8")
+    completed = cli("sample", "-c", tiny_run, "--adapt", "rare.txt", "--prime", "First Citizen:\n", "--temp", "0",
+                    "--length", "40", "--json")
+    record = json.loads(completed.stdout)
+    assert "zvopheck" in record["text"] and record["adapt"] == "rare.txt"
+    assert digests(tiny_run) == before
+    missing = cli("sample", "-c", tiny_run, "--adapt", "nowhere.txt", check_rc=1)
+    assert missing.stderr.count("\n") == 1 and "nowhere.txt" in missing.stderr and not missing.stdout
