@@ -135,7 +135,8 @@ class LanguageModel:
     def adapted(self, text: str, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
         """This model after reading `text` once, learning as it reads (dynamic evaluation's updates), so that it
         writes in that text's style: `charrnn sample --adapt`. Characters it does not know are skipped; this
-        model and its checkpoint are left as they were."""
+        model and its checkpoint are left as they were (and `trace`, which rebuilds the network from the
+        checkpoint, still shows them)."""
         return self.adapted_to_ids(self.known_ids(text)[0], settings)
 
     def adapted_to_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
@@ -144,6 +145,7 @@ class LanguageModel:
         return self.adapted_to_ids(load_corpus(list(files), encoding, errors, vocab=self.vocab).ids, settings)
 
     def adapted_to_ids(self, ids: np.ndarray, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
+        """`adapted` to text already looked up in the vocabulary."""
         twin = copy.copy(self)
         twin.network = adapted(self.network, ids, self.device, settings)
         return twin
