@@ -6,9 +6,10 @@ whatever the umask or the permissions of the text it came from.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 PRIVATE_DIRECTORY = 0o700
 PRIVATE_FILE = 0o600
@@ -54,6 +55,19 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         temporary.write_bytes(data)
         os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def written_privately(target: Path, mode: int = PRIVATE_FILE) -> Iterator[BinaryIO]:
+    """A file to write `target` through: a hidden temporary (created with `mode`), renamed on success and
+    removed on any failure, so the real name never holds half a file."""
+    temporary = temporary_name(target)
+    try:
+        with open_private(temporary, mode) as f:
+            yield f
+        os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -7,7 +7,6 @@ source stays https, and a zip member inflates no further than its entry says.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -24,7 +23,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Optional
 
 from charrnn import cache
 from charrnn.errors import CharRNNError
@@ -217,19 +216,6 @@ class RefuseDowngrade(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-@contextlib.contextmanager
-def written_privately(target: Path, mode: int) -> Iterator[BinaryIO]:
-    """A file to write `target` through: a hidden temporary (created with `mode`), renamed on success and
-    removed on any failure, so the real name never holds half a file."""
-    temporary = cache.temporary_name(target)
-    try:
-        with cache.open_private(temporary, mode) as f:
-            yield f
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def copy_at_most(source: BinaryIO, sink: BinaryIO, limit: int, progress: Optional[Callable[[int], None]] = None) -> bool:
     """Copy `source` to `sink`; False as soon as it proves longer than `limit` (one byte past it read, none written)."""
     done = 0
@@ -254,7 +240,7 @@ def download(entry: Entry, target: Path, progress: Optional[Progress]) -> None:
         with urllib.request.build_opener(RefuseDowngrade).open(entry.url, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
             total = int(length) if length and length.isdigit() else entry.bytes
-            with written_privately(target, source_mode(entry.url)) as f:
+            with cache.written_privately(target, source_mode(entry.url)) as f:
                 if not copy_at_most(response, f, limit, progress and (lambda done: progress(done, total))):
                     raise CharRNNError(f"{entry.url} sent more than {limit:,} bytes, {limit_kind(entry)}: corpus "
                                        f"{entry.name!r} was refused and nothing kept; check that url, or the "
@@ -297,7 +283,7 @@ def extract(entry: Entry, archive: Path, target: Path) -> None:
                 raise CharRNNError(f"{archive}: {entry.member!r} would inflate {member.compress_size:,} bytes into "
                                    f"{member.file_size:,}, a zip bomb rather than a text: refused; delete the file "
                                    f"and check {entry.url}")
-            with bundle.open(member) as source, written_privately(target, file_mode(archive)) as f:
+            with bundle.open(member) as source, cache.written_privately(target, file_mode(archive)) as f:
                 if not copy_at_most(source, f, member.file_size):
                     raise CharRNNError(f"{archive}: {entry.member!r} inflates beyond the {member.file_size:,} bytes "
                                        f"its zip entry declares: refused; delete the file and check {entry.url}")

@@ -316,12 +316,10 @@ def write_cached(key: str, encoded: Encoded) -> None:
     try:
         folder = cache.private_directory(encoded_dir())
         cache.remove_orphans(folder)
-        for suffix, write in ((".npy", lambda f: np.save(f, ids)), (".json", lambda f: f.write(meta))):
-            target = folder / f"{key}{suffix}"
-            temporary = cache.temporary_name(target)
-            with cache.open_private(temporary) as f:
+        # The .json first: a reader that finds the .npy then finds its .json too, and never calls it damaged.
+        for suffix, write in ((".json", lambda f: f.write(meta)), (".npy", lambda f: np.save(f, ids))):
+            with cache.written_privately(folder / f"{key}{suffix}") as f:
                 write(f)
-            os.replace(temporary, target)
     except OSError:
         pass
 
