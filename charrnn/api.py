@@ -27,12 +27,12 @@ from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_s
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
 from charrnn.sample import check_prime, checked_pieces, chosen_seed, generate, validate_sampling
-from charrnn.score import LineScore, score_lines, score_pieces
+from charrnn.score import LineScore, known_ids, score_lines, score_pieces
 from charrnn.stepper import resolve_weight_precision
 from charrnn.threads import on_fastest_threads, thread_choices
-from charrnn.trainer import Trainer, interrupted_before_training
+from charrnn.trainer import run_training
 from charrnn.viz import Trace, trace_text
-from charrnn.vocab import UNKNOWN, Vocab, code_points
+from charrnn.vocab import Vocab
 
 Prime = Union[str, Iterable[str]]  # a string, or its pieces as they arrive (a stream read lazily)
 Dynamic = Union[bool, DynamicSettings]  # dynamic evaluation: off, on with the measured defaults, or these settings
@@ -118,13 +118,7 @@ class LanguageModel:
         dynamic: True (the measured defaults) or a `DynamicSettings`: the figures of dynamic evaluation, where the
         model adapts as it reads (the model itself is left unchanged), with the settings, the seconds it took, and
         the static figures under "static" for comparison."""
-        return self.evaluate_ids(*self.known_ids(text), dynamic)
-
-    def known_ids(self, text: str) -> tuple[np.ndarray, int]:
-        """`text` as ids, its characters the vocabulary lacks left out, and how many those were."""
-        looked_up = self.vocab.lookup(code_points(text))
-        known = looked_up[looked_up != UNKNOWN]
-        return known.astype(self.vocab.dtype), len(looked_up) - len(known)
+        return self.evaluate_ids(*known_ids(text, self.vocab), dynamic)
 
     def evaluate_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
                        dynamic: Dynamic = False) -> dict:
@@ -137,7 +131,7 @@ class LanguageModel:
         writes in that text's style: `charrnn sample --adapt`. Characters it does not know are skipped; this
         model and its checkpoint are left as they were (and `trace`, which rebuilds the network from the
         checkpoint, still shows them)."""
-        return self.adapted_to_ids(self.known_ids(text)[0], settings)
+        return self.adapted_to_ids(known_ids(text, self.vocab)[0], settings)
 
     def adapted_to_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
                          settings: DynamicSettings = ADAPTING) -> "LanguageModel":
@@ -248,11 +242,9 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
     reporter = reporter or Reporter(quiet=quiet or not ranks.is_main(), on_progress=on_progress)
     try:
         with distributed.stopped_peers(out):
-            with rundir.removed_if_unused(out), interrupted_before_training():
-                trainer = Trainer(corpus_args, model_config, train_config, out, resume=resume, force=force,
-                                  reporter=reporter, encoding=encoding, errors=errors, init=init,
-                                  sized=sized_fields(shape, resume, init is not None))
-            summary = trainer.run()
+            summary = run_training(corpus_args, model_config, train_config, out, resume=resume, force=force,
+                                   reporter=reporter, encoding=encoding, errors=errors, init=init,
+                                   sized=sized_fields(shape, resume, init is not None))
         distributed.finish()
     finally:
         reporter.close()

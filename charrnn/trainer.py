@@ -163,6 +163,7 @@ def gradients(network: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs
 def throwaway_step(model_config: ModelConfig, config: TrainConfig, window, device: torch.device,
                    precision: str) -> Callable[[], None]:
     """A training step of a fresh network of this shape on one window, to call again and again: for timing sizes."""
+    require_memory(model_config, device)  # a size given with --hidden is timed before the run's own check
     model = CharRNN(model_config, impl=config.impl).to(device)
     optimizer = make_optimizer(model, config)
     inputs, targets = (tensor.to(device) for tensor in window)
@@ -346,7 +347,14 @@ class Trainer:
         self.save_last(val_loss)
 
     def run(self) -> dict:
-        """Train until the budget is spent; returns a summary of the run."""
+        """Train until the budget is spent; returns a summary of the run. However it ends, the run directory's
+        lock is given back, so that a process that trains (a notebook) leaves the run free to resume elsewhere."""
+        try:
+            return self.train_to_budget()
+        finally:
+            rundir.release(self.out_dir)
+
+    def train_to_budget(self) -> dict:
         config, reporter = self.train_config, self.reporter
         reporter.log(self.describe())
         chars_per_step = config.batch_size * config.seq_len * self.group.world_size

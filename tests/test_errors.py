@@ -75,6 +75,8 @@ CASES = {
     "zero_layers": (["train", "corpus.txt", *TRAIN, "--layers", "0", "-o", "out"], ["--layers", "at least 1"], 1),
     "zero_hidden": (["train", "corpus.txt", *TRAIN, "--hidden", "0", "-o", "out"], ["--hidden", "at least 1"], 1),
     "network_larger_than_memory": (["train", "corpus.txt", *TRAIN, "--hidden", "200000", "-o", "out"], ["1x200000", "GB", "--hidden"], 1),
+    # Under a --time budget the size is timed before training: refused before a step is taken, too.
+    "network_larger_than_memory_timed": (["train", "corpus.txt", "--time", "10s", "--hidden", "200000", "-o", "out"], ["1x200000", "GB", "--hidden"], 1),
     "dropout_one": (["train", "corpus.txt", *TRAIN, "--dropout", "1", "-o", "out"], ["--dropout", "[0, 1)"], 1),
     "malformed_time": (["train", "corpus.txt", "--time", "10 minutes", "-o", "out"], ["--time", "'10 minutes'", "10m"], 1),
     "out_is_a_file": (["train", "corpus.txt", *TRAIN, "-o", "corpus.txt"], ["--out corpus.txt", "existing file", "directory"], 1),

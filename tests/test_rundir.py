@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import charrnn
 from charrnn import checkpoint, rundir
 from charrnn.errors import CharRNNError
 from conftest import TINY_MODEL, charrnn_command
@@ -102,3 +104,11 @@ def test_taking_the_lock_sweeps_what_dead_writers_left(tmp_path):
         assert not orphan.exists() and live.exists()  # a live process's file is its own business
     finally:
         rundir.release(tmp_path)
+
+
+def test_a_run_trained_in_process_gives_its_lock_back(corpus_file, tmp_path, monkeypatch):
+    """A notebook that trains a run leaves it free: another process may resume it at once."""
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
+    charrnn.train(corpus_file, out=tmp_path / "run", steps=2, hidden=16, embed=8, seq_len=16, batch_size=2, device="cpu")
+    with open(tmp_path / "run" / rundir.LOCK) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError while any descriptor holds it
