@@ -71,11 +71,6 @@ def product_output():
         raise typer.Exit(0)
 
 
-def given(**options) -> dict:
-    """The options the user set: the rest keep the defaults that config.py holds."""
-    return {name: value for name, value in options.items() if value is not None}
-
-
 @app.command()
 def train(
     corpus: Annotated[Optional[List[str]], typer.Argument(help="Text files, directories, or - for stdin. None: the built-in corpus (Python's standard library source).", show_default=False)] = None,
@@ -154,8 +149,6 @@ def sample(
     payload, sha256 = checkpoint.load_with_sha256(path) if as_json else (checkpoint.load_checkpoint(path), None)
     lm = api.LanguageModel(payload, path, device, impl)
     endings(lm.vocab, stop or [], lines)  # refused before any text is written
-    if adapt is not None:
-        lm = lm.adapted_to_files([adapt], encoding)
     if prime is not None:
         check_prime(lm.vocab, prime)  # refused before any text is written
         pieces = [prime]
@@ -173,6 +166,8 @@ def sample(
     # Each sample is written after the prime. One plain sample echoes it as it is read; otherwise it is
     # kept (with --lines, its last line only), in a spool that moves to disk when long.
     shown = None if num_samples == 1 and not lines and not as_json else ShownPrime(lines)
+    if adapt is not None:  # the long part, once every cheap refusal has had its say
+        lm = lm.adapted_to_files([adapt], encoding)
     parts = lm.parts(passed_on(pieces, (shown or out).write), length, temp, top_k, top_p, seed, num_samples,
                      precision, stop or [], lines)
     with product_output():

@@ -47,15 +47,15 @@ def read_adapting(learner: CharRNN, ids: np.ndarray, device: torch.device, setti
     """Read `ids` as one stream, a segment at a time: score it, then take one SGD step on it. Returns the nats."""
     trainable = [p for p in learner.parameters() if p.requires_grad]
     trained = [p.detach().clone() for p in trainable] if settings.decay else []
-    stream = as_long(ids).unsqueeze(0)
+    stream = as_long(ids).unsqueeze(0).to(device)
     state = learner.initial_state(1, device)
-    nats = 0.0
+    losses = []  # kept on the device and summed at the end: no wait for it after each segment
     for start in range(0, len(ids) - 1, settings.segment):
         end = min(start + settings.segment, len(ids) - 1)
-        inputs, targets = stream[:, start:end].to(device), stream[:, start + 1 : end + 1].to(device)
+        inputs, targets = stream[:, start:end], stream[:, start + 1 : end + 1]
         logits, state = learner(inputs, state)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
-        nats += loss.item()
+        losses.append(loss.detach())
         # The state carries the values into the next segment but not the graph: each step sees one segment.
         state = detach_state(state)
         learner.zero_grad(set_to_none=True)
@@ -67,7 +67,7 @@ def read_adapting(learner: CharRNN, ids: np.ndarray, device: torch.device, setti
                     parameter.sub_(parameter.grad, alpha=settings.lr)
                 if settings.decay:
                     parameter.add_(trained[index] - parameter, alpha=settings.decay)
-    return nats
+    return torch.stack(losses).cpu().double().sum().item()
 
 
 def adaptable_copy(model: CharRNN) -> CharRNN:
