@@ -19,7 +19,8 @@ SAMPLE_TEMPERATURE, SAMPLE_SEED, SAMPLE_LENGTH = 0.8, 1337, 400
 
 
 def card_sample(payload: dict) -> str:
-    """The text `charrnn sample --temp 0.8 --seed 1337 --length 400 --precision fp32` writes (without its newline)."""
+    """The text `charrnn sample --temp 0.8 --seed 1337 --length 400 --precision fp32 --device cpu` writes (without its
+    newline): on the CPU, whose random numbers a GPU's generator does not draw."""
     model = model_from_checkpoint(payload)
     steps = generate(model, Vocab(payload["vocab"]), length=SAMPLE_LENGTH, temperature=SAMPLE_TEMPERATURE,
                      seed=SAMPLE_SEED, precision="fp32")
@@ -40,7 +41,7 @@ def model_card(payload: dict, name: str) -> str:
     bpc = best_bpc(payload.get("history") or [], payload.get("val_loss"))
     trained = f"{payload.get('step') or 0:,} steps" + (f" ({format_duration(payload['elapsed'])})" if payload.get("elapsed") else "")
     folder = shlex.quote(escaped(name))
-    command = f"charrnn sample -c {folder} --temp {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED} --length {SAMPLE_LENGTH} --precision fp32"
+    command = f"charrnn sample -c {folder} --temp {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED} --length {SAMPLE_LENGTH} --precision fp32 --device cpu"
     return f"""---
 library_name: charrnn
 pipeline_tag: text-generation

@@ -37,7 +37,7 @@ def write_hf(payload: dict, folder: Path) -> None:
     shared = checkpoint.REQUIRED_KEYS + ("format_version", *checkpoint.FIELDS)
     config = {key: payload[key] for key in shared if key in payload and key != "model" and key not in LOCAL_FIELDS}
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in hf.folder_files(config, payload["model"], model_card(payload, folder.name)).items():
+    for name, data in hf.folder_files(config, payload["model"], model_card(payload, folder.resolve().name)).items():
         cache.write_atomically(folder / name, data)
 
 

@@ -119,7 +119,7 @@ def generate(model: CharRNN, vocab: Vocab, prime: Union[str, Iterable[str]] = ""
     precision = resolve_weight_precision(precision, device, num_samples)
     model.eval()
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    generator.manual_seed(chosen_seed(seed))
     # The prime is read once, for all samples: every sample continues from its state.
     logits, state = read_prime(model, vocab, [prime] if isinstance(prime, str) else prime, device)
     if logits is None:  # no prime: start as at the beginning of a line, so the first character is a likely one

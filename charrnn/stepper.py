@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from charrnn.cells import gru_update, lstm_update, rnn_update
+from charrnn.cells import gru_update, lstm_update, map_state, rnn_update
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, State
 
@@ -133,8 +133,7 @@ class Stepper:
 
     def repeat(self, copies: int) -> None:
         """Continue `copies` samples from a carried state of batch size 1 (a prime is read once for all)."""
-        self.states = [tuple(s.expand(copies, -1) for s in state) if self.kind == "lstm" else state.expand(copies, -1)
-                       for state in self.states]
+        self.states = [map_state(lambda part: part.expand(copies, -1), state) for state in self.states]
 
     @torch.inference_mode()
     def step(self, ids: Tensor) -> Tensor:
