@@ -78,14 +78,17 @@ class Step:
 
 
 class OutcomeCounts:
-    """A pytest plugin that keeps how many tests passed, failed, were skipped."""
+    """A pytest plugin that keeps how many tests passed, failed, were skipped, and how many of the skipped were
+    gpu tests: a module skipped whole for want of an optional package (llm on the GPU machines) holds none."""
 
     def __init__(self):
         self.counts = {}
 
     def pytest_terminal_summary(self, terminalreporter):
-        self.counts = {outcome: len(reports) for outcome, reports in terminalreporter.stats.items()
+        stats = terminalreporter.stats
+        self.counts = {outcome: len(reports) for outcome, reports in stats.items()
                        if outcome in ("passed", "failed", "skipped", "error")}
+        self.counts["gpu_skipped"] = sum("gpu" in getattr(report, "keywords", {}) for report in stats.get("skipped", []))
 
 
 def gpu_tests(context: Context) -> dict:
@@ -96,7 +99,7 @@ def gpu_tests(context: Context) -> dict:
     outcomes = OutcomeCounts()
     code = int(pytest.main(["-m", "gpu", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
                             *context.tests], plugins=[outcomes]))
-    skipped_on_gpu = context.device == "cuda" and outcomes.counts.get("skipped", 0) > 0
+    skipped_on_gpu = context.device == "cuda" and outcomes.counts["gpu_skipped"] > 0
     return {"ok": code == 0 and not skipped_on_gpu, "exit_code": code, **outcomes.counts}
 
 
@@ -125,7 +128,8 @@ def quality_in_3_minutes(context: Context) -> dict:
     model = result["model_config"]
     return {"final_val_loss": result["final_val_loss"], "best_val_loss_full_split": result["best_val_loss_full_split"],
             "picked": {"layers": model["layers"], "hidden": model["hidden"], "dropout": model["dropout"]},
-            "eval_every": result["train_config"]["eval_every"], "evals": len(result["evals"]), "steps": result["steps"],
+            "eval_every": result["train_config"]["eval_every"], "steps": result["steps"],
+            "val_curve": [[entry["step"], entry["val_loss"]] for entry in result["evals"]],  # where the best one came, and how far after it the run went on
             "chars_per_s": result["chars_per_s"], "budget_note": result["budget_note"], "wall_s": result["wall_s"]}
 
 
