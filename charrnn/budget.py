@@ -2,8 +2,9 @@
 
 A --time budget sizes the network from the speed of the device it runs on: a few timed steps of each
 candidate size, then the largest size that reads, within the budget, the characters it needs to beat
-the size below it. Those sizes and needs come from runs on a 2-core CPU (benchmarks/RESULTS.md); a
-device slower than that CPU keeps the sizes chosen there, which still won on a CPU 3.5 times slower.
+the size below it. Those sizes and needs come from runs on a 2-core CPU, and the largest from an H200
+(benchmarks/RESULTS.md); a device slower than that CPU keeps the sizes chosen there, which still won
+on a CPU 3.5 times slower.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class Tier:
     needs: float  # characters it must read within the budget to beat the tier below
     reference: float = 0.0  # its chars/s over whole runs on the CPU the tiers were measured on (0: not measured there)
     probed: float = 0.0  # its chars/s as `choose_tier` times it on that CPU (fastest steps, no evaluation)
+    layers: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers}x{self.hidden}"
 
     def sustained(self, probed_chars_per_s: float) -> float:
         """What a whole run of this size reads a second on a device where its timed steps made `probed_chars_per_s`:
@@ -45,8 +51,9 @@ class Tier:
 
 # A tier needs what it read on that CPU at the budget where it overtook the tier below: 1x384 at 2 minutes,
 # 1x640 at its 5-minute tie with 1x384. 1x768 only tied 1x640 at 10 minutes, so it needs what it would read
-# in 15. Tiers past 768 are for faster devices and were never measured: their needs are a guess (768's,
-# grown as width ** 0.75) and so is their dropout, until a GPU measures them.
+# in 15. Tiers past 768 are for faster devices. 1x1024's needs and dropout are a guess (768's needs, grown as
+# width ** 0.75). On an H200 at 3 minutes, 2x1024 with dropout 0.5 beat 1x1536 (1.355 against 1.397 with dropout
+# 0.4, 1.384 with 0.6), which memorised the corpus after its best; its needs stay the guess the 1536 tier had.
 TIERS = (
     Tier(256, 0.0, needs=0, reference=1_500 * STEP_CHARS / 60, probed=76_600),
     Tier(384, 0.0, needs=1_400 * STEP_CHARS, reference=3_500 * STEP_CHARS / 300, probed=33_000),
@@ -54,12 +61,13 @@ TIERS = (
     Tier(640, 0.2, needs=1_730 * STEP_CHARS, reference=1_730 * STEP_CHARS / 300, probed=14_500),
     Tier(768, 0.2, needs=3_750 * STEP_CHARS, reference=2_500 * STEP_CHARS / 600, probed=10_600),
     Tier(1024, 0.3, needs=4_650 * STEP_CHARS),
-    Tier(1536, 0.4, needs=6_300 * STEP_CHARS),
+    Tier(1024, 0.5, needs=6_300 * STEP_CHARS, layers=2),
 )
-SIZED_FIELDS = ("hidden", "dropout")
+SIZED_FIELDS = ("layers", "hidden", "dropout")
 
-# measure(hidden, enough) -> (seconds per step, seconds the timing cost): the caller times real steps.
-Measure = Callable[[int, float], tuple[float, float]]
+# measure(shape, enough) -> (seconds per step, seconds the timing cost): the caller times real steps of its network
+# with the fields in `shape` changed (none: as configured).
+Measure = Callable[[dict, float], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,8 @@ def with_default_budget(config: TrainConfig) -> tuple[TrainConfig, bool]:
 
 
 def sized_fields(given_shape: dict, resume: bool, fine_tune: bool) -> tuple[str, ...]:
-    """The network fields a --time budget picks: hidden, and dropout unless given. None when --hidden is
-    set, on --resume (the run keeps its shape) or with --init-from (the checkpoint's shape)."""
+    """The network fields a --time budget picks: hidden, and layers and dropout unless given. None when --hidden
+    is set, on --resume (the run keeps its shape) or with --init-from (the checkpoint's shape)."""
     if "hidden" in given_shape or resume or fine_tune:
         return ()
     return tuple(name for name in SIZED_FIELDS if name not in given_shape)
@@ -111,13 +119,19 @@ def seconds_per_step(step: Callable[[], None], enough: float = math.inf, steps: 
     return fastest
 
 
-def choose_tier(seconds: float, measure: Measure, chars_per_step: int) -> tuple[Tier, list[Timed]]:
+def tier_shape(tier: Tier, sized: tuple[str, ...]) -> dict:
+    """The `sized` network fields as `tier` sets them."""
+    return {name: getattr(tier, name) for name in sized}
+
+
+def choose_tier(seconds: float, measure: Measure, chars_per_step: int,
+                sized: tuple[str, ...] = SIZED_FIELDS) -> tuple[Tier, list[Timed]]:
     """The largest tier that reads what it needs in `seconds` at this device's speed (at least the tier the CPU
-    the tiers were measured on would choose), and the tiers timed to decide it."""
+    the tiers were measured on would choose), and the tiers timed to decide it (each with its `sized` fields)."""
     floor = max(i for i, tier in enumerate(TIERS) if seconds * tier.reference > tier.needs)
     chosen, timed, spent = TIERS[floor], [], 0.0
     for tier in TIERS[floor:]:
-        step_s, cost_s = measure(tier.hidden, PROBE_SHARE * seconds)
+        step_s, cost_s = measure(tier_shape(tier, sized), PROBE_SHARE * seconds)
         spent += cost_s if timed else 0.0  # the first timing also sets the device up (CUDA, cuDNN), as training would
         timed.append(Timed(tier, step_s, chars_per_step / step_s))
         speed = tier.sustained(timed[-1].chars_per_s)
@@ -137,20 +151,20 @@ def evaluation_interval(config: TrainConfig, step_s: float) -> int:
     return max(1, round(steps / EVALS_PER_BUDGET))
 
 
-def plan(config: TrainConfig, sized: tuple[str, ...], hidden: int, measure: Measure, chars_per_step: int) -> Plan:
+def plan(config: TrainConfig, sized: tuple[str, ...], measure: Measure, chars_per_step: int) -> Plan:
     """Under a --time budget, the `sized` network fields and, without --eval-every, the evaluation cadence,
     from steps timed on this device. A budget in steps keeps the defaults and times nothing."""
     seconds = config.time_budget
     if seconds is None or not (sized or config.eval_every is None):
         return Plan({}, config.eval_every or EVAL_EVERY_STEPS)
     if sized:
-        tier, timed = choose_tier(seconds, measure, chars_per_step)
-        shape = {name: getattr(tier, name) for name in sized}
+        tier, timed = choose_tier(seconds, measure, chars_per_step, sized)
+        shape = tier_shape(tier, sized)
         chars_per_s = tier.sustained(next(t.chars_per_s for t in timed if t.tier == tier))
         notes = [sizing_note(seconds, shape, tier, timed)]
     else:
         shape, notes = {}, []
-        chars_per_s = chars_per_step / measure(hidden, PROBE_SHARE * seconds)[0] * SUSTAINED_SHARE
+        chars_per_s = chars_per_step / measure({}, PROBE_SHARE * seconds)[0] * SUSTAINED_SHARE
     step_s = chars_per_step / chars_per_s
     if config.eval_every is not None:
         return Plan(shape, config.eval_every, notes[0])
@@ -163,10 +177,13 @@ def plan(config: TrainConfig, sized: tuple[str, ...], hidden: int, measure: Meas
 def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -> str:
     """What the budget chose and why: the speeds timed, and what kept a larger size out."""
     flags = " ".join(f"--{name} {value}" for name, value in shape.items())
-    speeds = ", ".join(f"{t.chars_per_s / 1000:,.1f}k chars/s at hidden {t.tier.hidden}" for t in timed)
+    def size(tier: Tier) -> str:  # as timed: with the user's --layers, the tier's own are not
+        return tier.name if "layers" in shape else f"hidden {tier.hidden}"
+
+    speeds = ", ".join(f"{t.chars_per_s / 1000:,.1f}k chars/s at {size(t.tier)}" for t in timed)
     last = timed[-1]
     if last.tier != chosen:
-        why = (f"hidden {last.tier.hidden} would read {seconds * last.tier.sustained(last.chars_per_s) / 1e6:,.1f}M of the "
+        why = (f"{size(last.tier)} would read {seconds * last.tier.sustained(last.chars_per_s) / 1e6:,.1f}M of the "
                f"{last.tier.needs / 1e6:,.1f}M characters it needs")
     elif last.tier.sustained(last.chars_per_s) < chosen.reference:
         why = "slower than the CPU the sizes were measured on, whose choice stands"

@@ -262,16 +262,17 @@ class Trainer:
         """What the budget decides (charrnn.budget): the `sized` fields of the network and the evaluation cadence."""
         config = self.train_config
         chars_per_step = config.batch_size * config.seq_len * self.group.world_size
-        plan = budget.plan(config, tuple(sized), self.model_config.hidden, self.timed_steps, chars_per_step)
+        plan = budget.plan(config, tuple(sized), self.timed_steps, chars_per_step)
         if plan.note:
             self.reporter.log(plan.note)
         return replace(self.model_config, **plan.shape), replace(config, eval_every=plan.eval_every)
 
-    def timed_steps(self, hidden: int, enough: float) -> tuple[float, float]:
-        """Seconds per step of a throwaway network `hidden` wide, and what timing it cost, as the slowest rank
-        saw them, so that every rank decides alike. Timed without DDP: ranks may time different numbers of steps."""
+    def timed_steps(self, shape: dict, enough: float) -> tuple[float, float]:
+        """Seconds per step of a throwaway network of this run's with the fields in `shape` changed, and what timing
+        it cost, as the slowest rank saw them, so that every rank decides alike. Timed without DDP: ranks may time
+        different numbers of steps."""
         started = time.perf_counter()
-        step = throwaway_step(replace(self.model_config, hidden=hidden), self.train_config, self.windows[0],
+        step = throwaway_step(replace(self.model_config, **shape), self.train_config, self.windows[0],
                               self.device, self.precision)
         step_s = budget.seconds_per_step(step, enough)
         return self.group.max(step_s), self.group.max(time.perf_counter() - started)

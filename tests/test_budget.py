@@ -9,8 +9,8 @@ from charrnn.trainer import Trainer
 
 # Seconds per timed step of the defaults (32 windows of 64) on the CPU the tiers were measured on; the sizes
 # it never ran get what their arithmetic predicts from 640's.
-REFERENCE_STEP_S = {tier.hidden: STEP_CHARS / tier.probed for tier in TIERS if tier.probed}
-REFERENCE_STEP_S.update({1024: 0.42, 1536: 0.90})
+REFERENCE_STEP_S = {tier.name: STEP_CHARS / tier.probed for tier in TIERS if tier.probed}
+REFERENCE_STEP_S.update({"1x1024": 0.42, "2x1024": 1.20})
 # What `charrnn train --time T` trained by the table (README.md), and at its boundaries, where on the CPU
 # it was made on the two sizes tie (there a timing a hair either way decides; a slower device keeps the table).
 TABLE = {60: 256, 119: 256, 121: 384, 180: 384, 299: 384, 301: 640, 450: 640, 599: 640}
@@ -26,15 +26,15 @@ class FakeClock:
 
 
 def fake_device(slowdown: float):
-    """measure(hidden, enough) on a device `slowdown` times the reference CPU's step time, timed on a fake clock
-    (a shape's first step, its warm-up, takes three steps' time)."""
+    """measure(shape, enough) on a device `slowdown` times the reference CPU's step time, timed on a fake clock
+    (a shape's first step, its warm-up, takes three steps' time). A shape without layers has one."""
     clock = FakeClock()
 
-    def measure(hidden: int, enough: float) -> tuple[float, float]:
+    def measure(shape: dict, enough: float) -> tuple[float, float]:
         started, steps = clock.now, []
 
         def step():
-            clock.now += REFERENCE_STEP_S[hidden] * slowdown * (3 if not steps else 1)
+            clock.now += REFERENCE_STEP_S[f"{shape.get('layers', 1)}x{shape['hidden']}"] * slowdown * (3 if not steps else 1)
             steps.append(1)
 
         step_s = budget.seconds_per_step(step, enough, clock=clock)
@@ -48,7 +48,7 @@ def fake_device(slowdown: float):
                          [(seconds, hidden, 1.01) for seconds, hidden in BOUNDARIES.items()])
 def test_on_the_cpu_the_rule_chooses_what_the_table_chose(seconds, hidden, slowdown):
     tier, timed = budget.choose_tier(seconds, fake_device(slowdown), STEP_CHARS)
-    assert tier.hidden == hidden
+    assert (tier.layers, tier.hidden) == (1, hidden)
     assert tier.dropout == (0.2 if hidden == 640 else 0.0)
 
 
@@ -57,8 +57,8 @@ def test_on_the_cpu_the_rule_chooses_what_the_table_chose(seconds, hidden, slowd
 def test_timing_the_sizes_costs_under_three_percent_of_the_budget(seconds, slowdown):
     measure, costs = fake_device(slowdown), []
 
-    def recorded(hidden, enough):
-        step_s, cost_s = measure(hidden, enough)
+    def recorded(shape, enough):
+        step_s, cost_s = measure(shape, enough)
         costs.append(cost_s)
         return step_s, cost_s
 
@@ -67,7 +67,7 @@ def test_timing_the_sizes_costs_under_three_percent_of_the_budget(seconds, slowd
 
 
 def test_a_faster_device_buys_a_bigger_network():
-    assert budget.choose_tier(180, fake_device(0.01), STEP_CHARS)[0].hidden == TIERS[-1].hidden
+    assert budget.choose_tier(180, fake_device(0.01), STEP_CHARS)[0] == TIERS[-1]
     assert budget.choose_tier(180, fake_device(0.5), STEP_CHARS)[0].hidden == 640  # twice the CPU: 640 from 2.5 min
 
 
@@ -88,29 +88,32 @@ def test_a_time_budget_evaluates_about_ten_times():
     assert budget.evaluation_interval(TrainConfig(time_budget=1), step_s=2.0) == 1
 
 
-def untimed(hidden, enough):
+def untimed(shape, enough):
     raise AssertionError("nothing should be timed")
 
 
 def test_what_the_budget_leaves_alone():
-    assert budget.plan(TrainConfig(steps=10), ("hidden",), 384, untimed, STEP_CHARS) == budget.Plan({}, 500)
-    assert budget.plan(TrainConfig(time_budget=60, eval_every=7), (), 384, untimed, STEP_CHARS) == budget.Plan({}, 7)
-    assert budget.sized_fields({}, resume=False, fine_tune=False) == ("hidden", "dropout")
-    assert budget.sized_fields({"dropout": 0.1}, resume=False, fine_tune=False) == ("hidden",)
+    assert budget.plan(TrainConfig(steps=10), ("hidden",), untimed, STEP_CHARS) == budget.Plan({}, 500)
+    assert budget.plan(TrainConfig(time_budget=60, eval_every=7), (), untimed, STEP_CHARS) == budget.Plan({}, 7)
+    assert budget.sized_fields({}, resume=False, fine_tune=False) == ("layers", "hidden", "dropout")
+    assert budget.sized_fields({"dropout": 0.1, "layers": 3}, resume=False, fine_tune=False) == ("hidden",)
     assert budget.sized_fields({"hidden": 64}, resume=False, fine_tune=False) == ()
     assert budget.sized_fields({}, resume=True, fine_tune=False) == ()
     assert budget.sized_fields({}, resume=False, fine_tune=True) == ()
 
 
 def test_plan_says_what_it_chose_and_why():
-    sized = ("hidden", "dropout")
-    plan = budget.plan(TrainConfig(time_budget=180), sized, 384, fake_device(0.9), STEP_CHARS)
-    assert plan.shape == {"hidden": 384, "dropout": 0.0}
+    plan = budget.plan(TrainConfig(time_budget=180), budget.SIZED_FIELDS, fake_device(0.9), STEP_CHARS)
+    assert plan.shape == {"layers": 1, "hidden": 384, "dropout": 0.0}
     assert plan.eval_every == round(180 * TIERS[1].reference / 0.9 / STEP_CHARS / 10) == 233  # at a run's speed
-    assert plan.note.startswith("sized for a 3m00s budget: --hidden 384 --dropout 0.0 (set them to choose); "
-                                "timed 36.7k chars/s at hidden 384, 16.1k chars/s at hidden 640: "
-                                "hidden 640 would read 2.4M of the 3.5M characters it needs; evaluating every 233 steps")
-    slow = budget.plan(TrainConfig(time_budget=180, eval_every=50), sized, 384, fake_device(3.5), STEP_CHARS)
+    assert plan.note == ("sized for a 3m00s budget: --layers 1 --hidden 384 --dropout 0.0 (set them to choose); "
+                         "timed 36.7k chars/s at 1x384, 16.1k chars/s at 1x640: "
+                         "1x640 would read 2.4M of the 3.5M characters it needs; evaluating every 233 steps "
+                         "(about 10 times in 3m00s at 26.5k chars/s)")
+    fast = budget.plan(TrainConfig(time_budget=180), budget.SIZED_FIELDS, fake_device(0.01), STEP_CHARS)
+    assert fast.shape == {"layers": 2, "hidden": 1024, "dropout": 0.5} and "at 2x1024: the largest size" in fast.note
+    sized = ("hidden", "dropout")  # --layers given: the sizes are timed, and named, by their width alone
+    slow = budget.plan(TrainConfig(time_budget=180, eval_every=50), sized, fake_device(3.5), STEP_CHARS)
     assert (slow.shape["hidden"], slow.eval_every) == (384, 50)
     assert slow.note.endswith("at hidden 384: slower than the CPU the sizes were measured on, whose choice stands")
 
