@@ -184,28 +184,45 @@ def torchrun_train_and_sample(context: Context) -> dict:
               "-m", "charrnn", "train", str(context.corpus), "-o", str(run_dir), "--force", "--steps", str(steps),
               "--eval-every", str(steps // 2), "--device", context.device, *shape])
     payload = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)
-    model = model_from_checkpoint(payload, device=device)
-    text = "".join(c for (c,) in generate(model, Vocab(payload["vocab"]), length=200, seed=0, device=device))
+    model, vocab = model_from_checkpoint(payload, device=device), Vocab(payload["vocab"])
+    text = "".join(c for (c,) in generate(model, vocab, length=200, seed=0, device=device))
     return {"ok": collective["all_reduce_ok"] and payload["step"] == steps, **collective,
-            "trained_steps": payload["step"], "written_on": payload["device"], "sample": text[:80]}
+            "trained_steps": payload["step"], "val_loss": payload["val_loss"], "written_on": payload["device"], "sample": text[:80],
+            "sample_nats_per_char": nats_per_char(model_from_checkpoint(payload, device=torch.device("cpu")), vocab, text)}
+
+
+def nats_per_char(model, vocab: Vocab, text: str) -> float:
+    """The model's mean loss on `text`: its own samples score near its entropy, a sampler gone wrong far above."""
+    ids = torch.from_numpy(vocab.encode(text)).long().unsqueeze(0)
+    with torch.no_grad():
+        logits, _ = model(ids[:, :-1])
+    return round(torch.nn.functional.cross_entropy(logits[0].float(), ids[0, 1:]).item(), 3)
 
 
 def gpu_checkpoint_on_cpu(context: Context) -> dict:
-    """A checkpoint trained and written on the GPU gives the same greedy text on the CPU as on the GPU."""
+    """A checkpoint trained and written on the GPU gives the same greedy text on the CPU as on the GPU, and samples
+    at temperature 1 that the model scores alike on both. (The first H200 run drew a torchrun model's rarest
+    characters on the GPU at temperature 1, where greedy text agreed: this tells which part went wrong.)"""
     run_dir, steps = context.scratch / "gpu_run", 4 if context.quick else 100
     train([str(context.corpus)], ModelConfig(hidden=16 if context.quick else 256, embed=8 if context.quick else 64),
           TrainConfig(steps=steps, eval_every=steps, device=context.device, **({"seq_len": 16, "batch_size": 2} if context.quick else {})),
           run_dir)
     payload = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)  # the tensors land on the CPU, as for any reader
-    vocab, texts = Vocab(payload["vocab"]), {}
+    vocab, greedy, sampled = Vocab(payload["vocab"]), {}, {}
     for name in dict.fromkeys([context.device, "cpu"]):
         device = pick_device(name)
         model = model_from_checkpoint(payload, device=device)
-        texts[name] = "".join(c for (c,) in generate(model, vocab, length=300, temperature=0, device=device, precision="fp32"))
-    on_device, on_cpu = texts[context.device], texts["cpu"]
+        greedy[name], sampled[name] = ("".join(c for (c,) in generate(model, vocab, length=300, temperature=temperature, seed=0,
+                                                                      device=device, precision="fp32"))
+                                       for temperature in (0, 1))
+    on_device, on_cpu = greedy[context.device], greedy["cpu"]
     differs_at = next((i for i, (a, b) in enumerate(zip(on_device, on_cpu)) if a != b), None)
-    return {"ok": on_device == on_cpu, "written_on": payload["device"], "precision": payload["precision"],
-            "first_difference": differs_at, "greedy_text": on_cpu[:80]}
+    scorer = model_from_checkpoint(payload, device=torch.device("cpu"))
+    sample_nats = {name: nats_per_char(scorer, vocab, text) for name, text in sampled.items()}
+    alike = abs(sample_nats[context.device] - sample_nats["cpu"]) < 0.5
+    return {"ok": on_device == on_cpu and alike, "written_on": payload["device"], "precision": payload["precision"],
+            "first_difference": differs_at, "greedy_text": on_cpu[:80], "sample_nats_per_char": sample_nats,
+            "sample_on_device": sampled[context.device][:80]}
 
 
 # Each step's limit, with room over what it took on one H200 (11, 27, 197, 1, 14 and 6 s).

@@ -68,6 +68,9 @@ def cli(tmp_path: Path):
     return run
 
 
+# A test parametrized over DEVICES runs on the CPU always, and on CUDA where there is one (`pytest -m gpu` picks it).
+CUDA_MARKS = (pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_MARKS)]
 TINY_MODEL = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "32", "--batch-size", "4", "--eval-every", "10"]
 
 

@@ -14,13 +14,16 @@ from charrnn.model import CharRNN, model_from_checkpoint
 from charrnn.sample import generate
 from charrnn.trainer import Trainer
 from charrnn.vocab import Vocab
+from conftest import CUDA_MARKS
 
 CUDA = torch.cuda.is_available()
 
 
 def needs_cuda(test):
     """A GPU test: skipped without CUDA, and marked so that `pytest -m gpu` runs it alone."""
-    return pytest.mark.gpu(pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")(test))
+    for mark in CUDA_MARKS:
+        test = mark(test)
+    return test
 
 
 TINY = ModelConfig(model="lstm", layers=2, hidden=16, embed=8)

@@ -15,7 +15,7 @@ from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.sample import checked_pieces, filter_logits, generate
 from charrnn.vocab import Vocab
-from conftest import charrnn_command
+from conftest import DEVICES, charrnn_command
 
 VOCAB = Vocab("\n abcdefgh")
 
@@ -33,6 +33,25 @@ def text(model, **options):
 def test_same_seed_same_text(model):
     assert text(model, length=50, seed=7) == text(model, length=50, seed=7)
     assert text(model, length=50, seed=7) != text(model, length=50, seed=8)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_each_character_is_drawn_as_often_as_the_model_says(device, temperature):
+    """A head that ignores the state gives every step the same probabilities: over 64 samples of 200
+    characters, each character's share is its probability (sharpened by the temperature), rare ones too."""
+    probabilities = torch.tensor([0.40, 0.25, 0.15, 0.08, 0.05, 0.03, 0.02, 0.01, 0.005, 0.005])
+    model = CharRNN(ModelConfig(vocab_size=len(VOCAB), model="lstm", layers=2, hidden=16, embed=8)).eval()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(probabilities.log())
+    model.to(device)
+    drawn = [VOCAB.chars.index(char) for chars in generate(model, VOCAB, length=200, num_samples=64, seed=0,
+                                                        temperature=temperature, device=torch.device(device)) for char in chars]
+    shares = torch.bincount(torch.tensor(drawn), minlength=len(VOCAB)) / len(drawn)
+    expected = probabilities ** (1 / temperature) / (probabilities ** (1 / temperature)).sum()
+    tolerance = 4 * (expected * (1 - expected) / len(drawn)).sqrt() + 1e-3  # four standard deviations
+    assert ((shares - expected).abs() <= tolerance).all(), (shares, expected)
 
 
 def test_greedy_follows_the_likeliest_character_of_the_whole_sequence(model):
