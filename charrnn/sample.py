@@ -118,7 +118,9 @@ def generate(model: CharRNN, vocab: Vocab, prime: Union[str, Iterable[str]] = ""
     device = device or next(model.parameters()).device
     precision = resolve_weight_precision(precision, device, num_samples)
     model.eval()
-    generator = torch.Generator(device=device)
+    # Drawn on the host whatever the device: a seed gives the same draws everywhere (a GPU's generator makes others),
+    # and a draw is too little work to gain from a GPU (benchmarks/RESULTS.md, the GPU check).
+    generator = torch.Generator()
     generator.manual_seed(chosen_seed(seed))
     # The prime is read once, for all samples: every sample continues from its state.
     logits, state = read_prime(model, vocab, [prime] if isinstance(prime, str) else prime, device)
@@ -128,6 +130,6 @@ def generate(model: CharRNN, vocab: Vocab, prime: Union[str, Iterable[str]] = ""
     stepper = Stepper(model, state, precision)
     stepper.repeat(num_samples)
     for _ in range(length):
-        chosen = choose(logits, temperature, top_k, top_p, generator)
+        chosen = choose(logits.cpu(), temperature, top_k, top_p, generator)
         yield [vocab.chars[i] for i in chosen.tolist()]
-        logits = stepper.step(chosen)
+        logits = stepper.step(chosen.to(device))
