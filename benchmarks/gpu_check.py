@@ -99,7 +99,7 @@ def gpu_tests(context: Context) -> dict:
     outcomes = OutcomeCounts()
     code = int(pytest.main(["-m", "gpu", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
                             *context.tests], plugins=[outcomes]))
-    skipped_on_gpu = context.device == "cuda" and outcomes.counts["gpu_skipped"] > 0
+    skipped_on_gpu = context.device == "cuda" and outcomes.counts.get("gpu_skipped", 0) > 0
     return {"ok": code == 0 and not skipped_on_gpu, "exit_code": code, **outcomes.counts}
 
 

@@ -124,13 +124,19 @@ def tier_shape(tier: Tier, sized: tuple[str, ...]) -> dict:
     return {name: getattr(tier, name) for name in sized}
 
 
+def candidates(sized: tuple[str, ...]) -> tuple[Tier, ...]:
+    """The tiers a budget chooses from: with the user's --layers, the one-layer tiers' widths and dropout."""
+    return TIERS if "layers" in sized else tuple(tier for tier in TIERS if tier.layers == 1)
+
+
 def choose_tier(seconds: float, measure: Measure, chars_per_step: int,
                 sized: tuple[str, ...] = SIZED_FIELDS) -> tuple[Tier, list[Timed]]:
     """The largest tier that reads what it needs in `seconds` at this device's speed (at least the tier the CPU
     the tiers were measured on would choose), and the tiers timed to decide it (each with its `sized` fields)."""
-    floor = max(i for i, tier in enumerate(TIERS) if seconds * tier.reference > tier.needs)
-    chosen, timed, spent = TIERS[floor], [], 0.0
-    for tier in TIERS[floor:]:
+    tiers = candidates(sized)
+    floor = max(i for i, tier in enumerate(tiers) if seconds * tier.reference > tier.needs)
+    chosen, timed, spent = tiers[floor], [], 0.0
+    for tier in tiers[floor:]:
         step_s, cost_s = measure(tier_shape(tier, sized), PROBE_SHARE * seconds)
         spent += cost_s if timed else 0.0  # the first timing also sets the device up (CUDA, cuDNN), as training would
         timed.append(Timed(tier, step_s, chars_per_step / step_s))
@@ -177,6 +183,7 @@ def plan(config: TrainConfig, sized: tuple[str, ...], measure: Measure, chars_pe
 def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -> str:
     """What the budget chose and why: the speeds timed, and what kept a larger size out."""
     flags = " ".join(f"--{name} {value}" for name, value in shape.items())
+
     def size(tier: Tier) -> str:  # as timed: with the user's --layers, the tier's own are not
         return tier.name if "layers" in shape else f"hidden {tier.hidden}"
 
@@ -187,7 +194,7 @@ def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -
                f"{last.tier.needs / 1e6:,.1f}M characters it needs")
     elif last.tier.sustained(last.chars_per_s) < chosen.reference:
         why = "slower than the CPU the sizes were measured on, whose choice stands"
-    elif chosen == TIERS[-1]:
+    elif chosen == candidates(tuple(shape))[-1]:
         why = "the largest size"
     else:
         why = "no time left to time a larger size"

@@ -20,7 +20,7 @@ SAMPLE_TEMPERATURE, SAMPLE_SEED, SAMPLE_LENGTH = 0.8, 1337, 400
 
 def card_sample(payload: dict) -> str:
     """The text `charrnn sample --temp 0.8 --seed 1337 --length 400 --precision fp32 --device cpu` writes (without its
-    newline): on the CPU, whose random numbers a GPU's generator does not draw."""
+    newline): on the CPU, since a GPU's logits differ from the CPU's in the last bits, and so in time the text."""
     model = model_from_checkpoint(payload)
     steps = generate(model, Vocab(payload["vocab"]), length=SAMPLE_LENGTH, temperature=SAMPLE_TEMPERATURE,
                      seed=SAMPLE_SEED, precision="fp32")

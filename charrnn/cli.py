@@ -78,7 +78,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
     model: Annotated[Optional[str], typer.Option(help="rnn, gru or lstm.")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Recurrent layers. Default: sized with --hidden by the time budget (1 on a CPU).")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Recurrent layers. Default: sized with --hidden by the time budget.")] = None,
     hidden: Annotated[Optional[int], typer.Option(help="Hidden units per layer. Default: sized by the time budget (train says what it chose).")] = None,
     embed: Annotated[Optional[int], typer.Option(help="Embedding size.")] = None,
     dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers and before the head. Default: sized with --hidden by the time budget; with --init-from, at least {FineTuneDefaults.min_dropout:g}.")] = None,

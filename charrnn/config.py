@@ -30,8 +30,8 @@ class ModelConfig:
     """The shape of a network; stored in every checkpoint."""
 
     vocab_size: int = 0
-    # One wide layer beats two narrower ones at equal wall time (under --time, charrnn.budget sets
-    # hidden and dropout); 1x384 is what the default 3-minute budget picks on a laptop CPU.
+    # On a CPU one wide layer beats two narrower ones at equal wall time; under --time, charrnn.budget sets
+    # layers, hidden and dropout: 1x384 is what the default 3-minute budget picks on a laptop CPU.
     model: str = "lstm"
     layers: int = 1
     hidden: int = 384

@@ -116,6 +116,10 @@ def test_plan_says_what_it_chose_and_why():
     slow = budget.plan(TrainConfig(time_budget=180, eval_every=50), sized, fake_device(3.5), STEP_CHARS)
     assert (slow.shape["hidden"], slow.eval_every) == (384, 50)
     assert slow.note.endswith("at hidden 384: slower than the CPU the sizes were measured on, whose choice stands")
+    # With the user's --layers, the one-layer tiers' widths: each timed once, the widest with its own dropout.
+    own_layers = budget.plan(TrainConfig(time_budget=180), sized, fake_device(0.01), STEP_CHARS)
+    assert own_layers.shape == {"hidden": 1024, "dropout": 0.3}
+    assert own_layers.note.count("at hidden 1024") == 1 and "at hidden 1024: the largest size" in own_layers.note
 
 
 def test_the_trainer_sizes_a_time_budget_from_steps_it_times(corpus_file, tmp_path, monkeypatch):
