@@ -119,7 +119,7 @@ def generate(model: CharRNN, vocab: Vocab, prime: Union[str, Iterable[str]] = ""
     precision = resolve_weight_precision(precision, device, num_samples)
     model.eval()
     # Drawn on the host whatever the device: a seed gives the same draws everywhere (a GPU's generator makes others),
-    # and a draw is too little work to gain from a GPU (benchmarks/RESULTS.md, the GPU check).
+    # and a draw is too little work to gain from a GPU.
     generator = torch.Generator()
     generator.manual_seed(chosen_seed(seed))
     # The prime is read once, for all samples: every sample continues from its state.

@@ -23,7 +23,7 @@ from charrnn.device import autocast, backend_name, memory_bytes, resolve_precisi
 from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.layout import METRICS
 from charrnn.evaluate import total_loss
-from charrnn.cells import map_state
+from charrnn.cells import State, map_state
 from charrnn.model import CharRNN, training_bytes
 from charrnn.progress import Reporter, format_duration
 
@@ -131,6 +131,24 @@ def require_memory(config: ModelConfig, device: torch.device) -> None:
         raise CharRNNError(f"a {config.layers}x{config.hidden} {config.model} needs about {needed / 1e9:,.0f} GB "
                            f"to train (weights, gradients, optimizer state) and this {device.type} has "
                            f"{available / 1e9:,.0f} GB; choose a smaller --hidden, --layers or --embed")
+
+
+# Each stream starts one window in this many from the zero state (staggered by data position; 0: never), so that
+# the model learns to read from there, as `sample --prime`, `score` and `eval` do: a run that only carries its state
+# sees it once, and a young one then falls into noise (benchmarks/RESULTS.md, "Reading from the zero state").
+FRESH_START_EVERY = 16
+
+
+def fresh_starts(state: State, position: int) -> State:
+    """The carried state with the streams due a fresh start at this data position set to zero."""
+    if not FRESH_START_EVERY:
+        return state
+
+    def restart(part: torch.Tensor) -> torch.Tensor:
+        due = (torch.arange(part.size(1), device=part.device) + position) % FRESH_START_EVERY == 0
+        return part.masked_fill(due.view(1, -1, 1), 0.0)
+
+    return map_state(restart, state)
 
 
 def rng_states(device: torch.device) -> dict:
@@ -402,6 +420,7 @@ class Trainer:
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.state = fresh_starts(self.state, self.progress.position)
         loss, self.state = gradients(self.network, self.optimizer, inputs, targets, self.state, self.precision,
                                      self.train_config.grad_clip)
         value = loss.item()

@@ -1,9 +1,10 @@
 """The training loop's rules, as a specification: the schedule, and what a resumed run keeps."""
 
 import pytest
+import torch
 
 from charrnn.config import ModelConfig, TrainConfig, to_dict
-from charrnn.trainer import learning_rate, resumed_settings
+from charrnn.trainer import FRESH_START_EVERY, fresh_starts, learning_rate, resumed_settings
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -23,3 +24,16 @@ def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budge
     assert (train.steps, train.device, train.impl, train.precision) == (200, "cuda", "cells", "bf16")  # the new ones
     kept = resumed_settings(saved, TrainConfig(), ["other.txt"])[1:]
     assert kept[0].steps == 100 and kept[1] == ["other.txt"]  # no new budget: the run's own; a corpus given wins
+
+
+def test_every_stream_starts_afresh_once_in_so_many_windows_and_the_rest_carry_on():
+    batch = 2 * FRESH_START_EVERY + 3
+    carried = (torch.ones(2, batch, 4), torch.full((2, batch, 4), 2.0))  # an LSTM's pair, two layers
+    zeroed = torch.zeros(batch, dtype=torch.long)
+    for position in range(5, 5 + FRESH_START_EVERY):
+        hidden, cell = fresh_starts(carried, position)
+        fresh = (hidden == 0).all(dim=(0, 2))
+        assert torch.equal(fresh, (cell == 0).all(dim=(0, 2)))  # the pair together
+        assert torch.equal(hidden[:, ~fresh], carried[0][:, ~fresh]) and torch.equal(cell[:, ~fresh], carried[1][:, ~fresh])
+        zeroed += fresh
+    assert zeroed.tolist() == [1] * batch
