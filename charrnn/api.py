@@ -129,8 +129,7 @@ class LanguageModel:
     def adapted(self, text: str, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
         """This model after reading `text` once, learning as it reads (dynamic evaluation's updates), so that it
         writes in that text's style: `charrnn sample --adapt`. Characters it does not know are skipped; this
-        model and its checkpoint are left as they were (and `trace`, which rebuilds the network from the
-        checkpoint, still shows them)."""
+        model and its checkpoint are left as they were."""
         return self.adapted_to_ids(known_ids(text, self.vocab)[0], settings)
 
     def adapted_to_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
@@ -202,7 +201,7 @@ class LanguageModel:
     def trace(self, text: str) -> Trace:
         """`text` as the model reads it: every unit's activation per (layer, kind), and the surprise
         (-log2 p, bits) of each character, as `charrnn viz` draws them."""
-        return trace_text(self.payload, text, self.device)
+        return trace_text({**self.payload, "model": self.network.state_dict()}, text, self.device)  # adapted weights too
 
 
 def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None] = None,

@@ -79,6 +79,7 @@ def test_an_adapted_model_writes_what_it_read_and_leaves_the_model_as_it_was(tin
     assert "zvopheck" in adapted.generate("First Citizen:\n", length=40, temperature=0)
     assert "zvopheck" not in lm.generate("First Citizen:\n", length=40, temperature=0)
     assert lm.evaluate(RARE) == static
+    assert adapted.trace(RARE).surprise.mean() < lm.trace(RARE).surprise.mean() - 0.3  # trace reads the adapted weights
     with pytest.raises(CharRNNError, match="nothing to adapt to"):
         lm.adapted("\u2603")  # no character the model knows
 
