@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
 PRIVATE_DIRECTORY = 0o700
 PRIVATE_FILE = 0o600
@@ -50,22 +50,18 @@ def temporary_name(target: Path) -> Path:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename: a reader sees the old file or the new one, never half."""
-    temporary = temporary_name(path)
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write `data` through `written_atomically`: a reader sees the old file or the new one, never half."""
+    with written_atomically(path) as f:
+        f.write(data)
 
 
 @contextlib.contextmanager
-def written_privately(target: Path, mode: int = PRIVATE_FILE) -> Iterator[BinaryIO]:
-    """A file to write `target` through: a hidden temporary (created with `mode`), renamed on success and
-    removed on any failure, so the real name never holds half a file."""
+def written_atomically(target: Path, mode: Optional[int] = None) -> Iterator[BinaryIO]:
+    """A file to write `target` through: a hidden temporary, renamed on success and removed on any failure, so
+    the real name never holds half a file. With `mode`, the temporary is created with it whatever the umask."""
     temporary = temporary_name(target)
     try:
-        with open_private(temporary, mode) as f:
+        with (open(temporary, "wb") if mode is None else open_private(temporary, mode)) as f:
             yield f
         os.replace(temporary, target)
     finally:

@@ -240,7 +240,7 @@ def download(entry: Entry, target: Path, progress: Optional[Progress]) -> None:
         with urllib.request.build_opener(RefuseDowngrade).open(entry.url, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
             total = int(length) if length and length.isdigit() else entry.bytes
-            with cache.written_privately(target, source_mode(entry.url)) as f:
+            with cache.written_atomically(target, source_mode(entry.url)) as f:
                 if not copy_at_most(response, f, limit, progress and (lambda done: progress(done, total))):
                     raise CharRNNError(f"{entry.url} sent more than {limit:,} bytes, {limit_kind(entry)}: corpus "
                                        f"{entry.name!r} was refused and nothing kept; check that url, or the "
@@ -283,7 +283,7 @@ def extract(entry: Entry, archive: Path, target: Path) -> None:
                 raise CharRNNError(f"{archive}: {entry.member!r} would inflate {member.compress_size:,} bytes into "
                                    f"{member.file_size:,}, a zip bomb rather than a text: refused; delete the file "
                                    f"and check {entry.url}")
-            with bundle.open(member) as source, cache.written_privately(target, file_mode(archive)) as f:
+            with bundle.open(member) as source, cache.written_atomically(target, file_mode(archive)) as f:
                 if not copy_at_most(source, f, member.file_size):
                     raise CharRNNError(f"{archive}: {entry.member!r} inflates beyond the {member.file_size:,} bytes "
                                        f"its zip entry declares: refused; delete the file and check {entry.url}")

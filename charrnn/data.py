@@ -318,7 +318,7 @@ def write_cached(key: str, encoded: Encoded) -> None:
         cache.remove_orphans(folder)
         # The .json first: a reader that finds the .npy then finds its .json too, and never calls it damaged.
         for suffix, write in ((".json", lambda f: f.write(meta)), (".npy", lambda f: np.save(f, ids))):
-            with cache.written_privately(folder / f"{key}{suffix}") as f:
+            with cache.written_atomically(folder / f"{key}{suffix}", cache.PRIVATE_FILE) as f:
                 write(f)
     except OSError:
         pass
