@@ -176,7 +176,7 @@ def plan(config: TrainConfig, sized: tuple[str, ...], measure: Measure, chars_pe
         return Plan(shape, config.eval_every, notes[0])
     eval_every = evaluation_interval(config, step_s)
     notes.append(f"evaluating every {eval_every:,} steps (about {EVALS_PER_BUDGET} times in "
-                 f"{format_duration(seconds)} at {chars_per_step / step_s / 1000:,.1f}k chars/s)")
+                 f"{format_duration(seconds)} at {chars_per_s / 1000:,.1f}k chars/s)")
     return Plan(shape, eval_every, "; ".join(notes))
 
 
