@@ -17,7 +17,7 @@ from typing_extensions import Annotated
 
 from charrnn import __version__, names, ranks
 from charrnn.config import DynamicSettings, FineTuneDefaults, TrainConfig
-from charrnn.errors import INTERRUPTED, CharRNNError, TrainingInterrupted, escaped
+from charrnn.errors import INTERRUPTED, USAGE, CharRNNError, SettingError, TrainingInterrupted, escaped
 from charrnn.layout import RUNS_DIR
 
 # The modules that do the work import torch (a second or two): each command imports what it needs, so
@@ -564,7 +564,7 @@ def main() -> None:
     except CharRNNError as error:
         if ranks.reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
             print(f"charrnn: error: {escaped(str(error))}", file=sys.stderr)  # one line, whatever a file put in it
-        code = 1
+        code = USAGE if isinstance(error, SettingError) else 1
     except TrainingInterrupted as stop:
         if ranks.is_main():
             print(f"charrnn: {stop}", file=sys.stderr)

@@ -2,10 +2,15 @@
 
 
 INTERRUPTED = 130  # the exit code after Ctrl-C or SIGTERM, as shells report a SIGINT death
+USAGE = 2  # the exit code for a usage error (a bad option or value), as click gives for an unknown flag
 
 
 class CharRNNError(Exception):
     """A problem the user can act on: the message says what is wrong and what to do."""
+
+
+class SettingError(CharRNNError):
+    """A value given for an option is out of range or unreadable: a usage error (exit 2), not a data problem."""
 
 
 class TrainingInterrupted(Exception):
