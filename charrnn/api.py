@@ -21,7 +21,7 @@ from charrnn.config import ADAPTING, IMPLEMENTATIONS, ModelConfig, TrainConfig, 
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.dynamic import DynamicSettings, adapted, dynamic_loss
-from charrnn.errors import CharRNNError, escaped
+from charrnn.errors import CharRNNError, SettingError, escaped
 from charrnn.evaluate import summarize, total_loss
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
@@ -50,7 +50,7 @@ class LanguageModel:
 
     def __init__(self, payload: dict, path: Optional[Path] = None, device: str = "auto", impl: str = "fused"):
         if impl not in IMPLEMENTATIONS:
-            raise CharRNNError(f"unknown --impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+            raise SettingError(f"unknown --impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
         self.payload, self.path, self.impl = payload, path, impl
         self.device = pick_device(device)
         self.network = model_from_checkpoint(payload, impl=impl, device=self.device)
@@ -78,7 +78,7 @@ class LanguageModel:
         """
         validate_sampling(temperature, top_k, top_p, length, seed)
         if n < 1:
-            raise CharRNNError(f"-n/--num-samples must be at least 1 (got {n})")
+            raise SettingError(f"-n/--num-samples must be at least 1 (got {n})")
         stops = endings(self.vocab, list(stop), lines)
         if isinstance(prime, str):
             check_prime(self.vocab, prime)
@@ -235,7 +235,7 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
     train_config = TrainConfig(**(finetune.train_options(options) if init is not None else options))
     if out is None:
         if resume:
-            raise CharRNNError("--resume needs --out RUN_DIR: the run to continue")
+            raise SettingError("--resume needs --out RUN_DIR: the run to continue")
         out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus_args), ranks.launched_world_size())
     out = Path(out)
     reporter = reporter or Reporter(quiet=quiet or not ranks.is_main(), on_progress=on_progress)

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, List, Literal, Optional
 import typer
 from typing_extensions import Annotated
 
-from charrnn import __version__, names, ranks
+from charrnn import __version__, install_command, names, ranks
 from charrnn.config import DynamicSettings, FineTuneDefaults, TrainConfig
 from charrnn.errors import INTERRUPTED, USAGE, CharRNNError, SettingError, TrainingInterrupted, escaped
 from charrnn.layout import RUNS_DIR
@@ -100,7 +100,10 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")] = False,
     init_from: Annotated[Optional[str], typer.Option("--init-from", help="Fine-tune: start from this checkpoint or run directory (its shape; new characters are added).")] = None,
 ):
-    """Train a model on a corpus; checkpoints and metrics go to the run directory."""
+    """Train a model on a corpus.
+
+    Checkpoints and metrics go to the run directory (default runs/<corpus name>).
+    """
     from charrnn import api
 
     corpus = corpus or []
@@ -142,9 +145,9 @@ def sample(
 
     validate_sampling(temp, top_k, top_p, length, seed)
     if num_samples < 1:
-        raise CharRNNError(f"-n/--num-samples must be at least 1 (got {num_samples})")
+        raise SettingError(f"-n/--num-samples must be at least 1 (got {num_samples})")
     if as_json and separator is not None:
-        raise CharRNNError("--separator does not apply to --json, which writes one object per line; leave one of them out")
+        raise SettingError("--separator does not apply to --json, which writes one object per line; leave one of them out")
     path = checkpoint.resolve_checkpoint(checkpoint_arg)
     payload, sha256 = checkpoint.load_with_sha256(path) if as_json else (checkpoint.load_checkpoint(path), None)
     lm = api.LanguageModel(payload, path, device, impl)
@@ -231,12 +234,15 @@ def evaluate(
     dynamic_lr: Annotated[Optional[float], typer.Option("--dynamic-lr", help=f"--dynamic: the SGD step size, on the mean loss of a segment. Default: {DynamicSettings.lr:g}.", show_default=False)] = None,
     dynamic_decay: Annotated[Optional[float], typer.Option("--dynamic-decay", help=f"--dynamic: how far each update pulls the weights back toward the trained ones, 0 to 1. Default: {DynamicSettings.decay:g}.", show_default=False)] = None,
 ):
-    """Bits per character of a model on text (default: its own validation split)."""
+    """Bits per character of a model on text.
+
+    No FILE: the run's own validation split.
+    """
     from charrnn import api
     from charrnn.data import corpus_name
 
     if not dynamic and (segment, dynamic_lr, dynamic_decay) != (None, None, None):
-        raise CharRNNError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
+        raise SettingError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
     settings = DynamicSettings(**api.given(segment=segment, lr=dynamic_lr, decay=dynamic_decay)) if dynamic else False
     lm = api.load(checkpoint_arg, device, impl)
     if files:
@@ -276,9 +282,12 @@ def readable(key: str, value) -> str:
 def info(
     checkpoint_arg: CheckpointOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the training curve as an image (needs matplotlib: pip install 'charrnn[plot]').")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help=f"Write the training curve as an image (needs matplotlib: {install_command('plot')}).")] = None,
 ):
-    """What a checkpoint holds: model, size, vocabulary, training, and the training curve."""
+    """What a checkpoint holds: model, size, vocabulary, training.
+
+    Then the training curve, drawn in the terminal (--plot: as an image).
+    """
     from charrnn import checkpoint, finetune
     from charrnn import plot as plot_lib
     from charrnn.config import ModelConfig, from_dict
@@ -330,7 +339,10 @@ def score(
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
 ):
-    """Bits per character of every input line: `bpc<TAB>line`, in input order, streamed."""
+    """Bits per character of every input line, streamed.
+
+    One line out per line in, in input order: `bpc<TAB>line`.
+    """
     from charrnn import api
     from charrnn.score import read_pieces
 
@@ -353,7 +365,10 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
     sort: Annotated[SortKey, typer.Option(help="name; bpc (best first); written (newest first); steps, time, size (most first).")] = "name",
 ):
-    """The runs under ./runs (or DIRECTORY), one line each, to compare: model, corpus, steps, time, best bpc."""
+    """The runs under ./runs (or DIRECTORY), one line each.
+
+    To compare them: model, corpus, steps, time, best bpc.
+    """
     from charrnn import runs as runs_lib
 
     summaries = runs_lib.list_runs(directory, sort)
@@ -420,7 +435,7 @@ def show_usage_problem(error) -> None:
     print(f"{command}: error: {message}; see `{command} --help`", file=sys.stderr)
 
 
-corpus_app = typer.Typer(help="Named corpora: the classic char-rnn texts, fetched once into the user cache.",
+corpus_app = typer.Typer(help="Named corpora: the classic char-rnn texts.\n\nFetched once into the user cache.",
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(corpus_app, name="corpus")
 
@@ -453,7 +468,10 @@ def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
 
 @corpus_app.command("list")
 def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per corpus.")] = False):
-    """The corpora `charrnn train NAME` knows, and which are already downloaded."""
+    """The corpora `charrnn train NAME` knows.
+
+    Each with its size, and whether it is already downloaded.
+    """
     from charrnn import corpora
 
     with product_output():
@@ -470,7 +488,10 @@ def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON o
 @corpus_app.command("fetch")
 def corpus_fetch(names: Annotated[List[str], typer.Argument(help="Corpus names from `charrnn corpus list`.")],
                  quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False):
-    """Download corpora now (verified against the catalogue) and print where each one lives."""
+    """Download corpora now, and print where each one lives.
+
+    Each is checked against the catalogue's size and sha256.
+    """
     from charrnn import corpora
 
     for name in names:
@@ -500,12 +521,15 @@ def viz(
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
 ):
-    """Color a text by one unit's activation, by surprise, or find the units that track a feature."""
+    """Color a text by one unit's activation, or by surprise.
+
+    --find ranks the units that track a feature and shows the best.
+    """
     from charrnn import api
     from charrnn import viz as viz_lib
 
     if max_chars < 1:
-        raise CharRNNError(f"--max-chars must be at least 1 (got {max_chars})")
+        raise SettingError(f"--max-chars must be at least 1 (got {max_chars})")
     if text is None and (file is not None or stdin_is_piped()):
         text = viz_lib.read_text(file or "-", max_chars, encoding, errors)
     if not text:

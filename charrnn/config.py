@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import SettingError
 
 MODEL_KINDS = ("rnn", "gru", "lstm")
 IMPLEMENTATIONS = ("fused", "cells")
@@ -22,7 +22,7 @@ def validate_seed(seed: Optional[int]) -> None:
     """Refuse a --seed torch cannot take (it would fail deep inside, as an overflow)."""
     low, high = SEED_RANGE
     if seed is not None and not low <= seed <= high:
-        raise CharRNNError(f"--seed must be a whole number from {low} to {high}, the range torch takes (got {seed})")
+        raise SettingError(f"--seed must be a whole number from {low} to {high}, the range torch takes (got {seed})")
 
 
 @dataclass
@@ -40,15 +40,15 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.model not in MODEL_KINDS:
-            raise CharRNNError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
+            raise SettingError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
         if self.layers < 1:
-            raise CharRNNError(f"--layers must be at least 1 (got {self.layers})")
+            raise SettingError(f"--layers must be at least 1 (got {self.layers})")
         if self.hidden < 1:
-            raise CharRNNError(f"--hidden must be at least 1 (got {self.hidden})")
+            raise SettingError(f"--hidden must be at least 1 (got {self.hidden})")
         if self.embed < 1:
-            raise CharRNNError(f"--embed must be at least 1 (got {self.embed})")
+            raise SettingError(f"--embed must be at least 1 (got {self.embed})")
         if not 0.0 <= self.dropout < 1.0:
-            raise CharRNNError(f"--dropout must be in [0, 1) (got {self.dropout})")
+            raise SettingError(f"--dropout must be in [0, 1) (got {self.dropout})")
 
 
 @dataclass
@@ -85,30 +85,30 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.seq_len < 1:
-            raise CharRNNError(f"--seq-len must be at least 1 (got {self.seq_len})")
+            raise SettingError(f"--seq-len must be at least 1 (got {self.seq_len})")
         if self.batch_size < 1:
-            raise CharRNNError(f"--batch-size must be at least 1 (got {self.batch_size})")
+            raise SettingError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if not 0 < self.lr < math.inf:
-            raise CharRNNError(f"--lr must be a positive number (got {self.lr})")
+            raise SettingError(f"--lr must be a positive number (got {self.lr})")
         if not 0 <= self.weight_decay < math.inf:
-            raise CharRNNError(f"--weight-decay must be 0 or a positive number (got {self.weight_decay})")
+            raise SettingError(f"--weight-decay must be 0 or a positive number (got {self.weight_decay})")
         if self.steps is not None and self.steps < 1:
-            raise CharRNNError(f"--steps must be at least 1 (got {self.steps})")
+            raise SettingError(f"--steps must be at least 1 (got {self.steps})")
         if self.schedule_steps is not None and self.schedule_steps < 1:
-            raise CharRNNError(f"--schedule-steps must be at least 1 (got {self.schedule_steps})")
+            raise SettingError(f"--schedule-steps must be at least 1 (got {self.schedule_steps})")
         if self.time_budget is not None and not 0 < self.time_budget < math.inf:
-            raise CharRNNError("--time must be positive, e.g. 90s, 10m or 1h")
+            raise SettingError("--time must be above zero, e.g. 90s, 10m or 1h")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise CharRNNError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+            raise SettingError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
         if self.eval_every is not None and self.eval_every < 1:
-            raise CharRNNError(f"--eval-every must be at least 1 (got {self.eval_every})")
+            raise SettingError(f"--eval-every must be at least 1 (got {self.eval_every})")
         validate_seed(self.seed)
         if self.impl not in IMPLEMENTATIONS:
-            raise CharRNNError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+            raise SettingError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
         if self.device not in DEVICES:
-            raise CharRNNError(f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}")
+            raise SettingError(f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
-            raise CharRNNError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise SettingError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
 
 
 def to_dict(config) -> dict:
@@ -135,8 +135,10 @@ def parse_duration(text: str) -> float:
             break
         total += float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
         position = match.end()
-    if not compact or position != len(compact) or not 0 < total < math.inf:
-        raise CharRNNError(f"cannot read --time {text!r}; write a duration such as 90s, 10m, 1h or 1h30m")
+    if not compact or position != len(compact) or total == math.inf:
+        raise SettingError(f"cannot read --time {text!r}; write a duration such as 90s, 10m, 1h or 1h30m")
+    if total <= 0:
+        raise SettingError(f"--time must be above zero (got {text!r}); write a duration such as 90s, 10m or 1h")
     return total
 
 
@@ -164,11 +166,11 @@ class DynamicSettings:
 
     def __post_init__(self):
         if self.segment < 1:
-            raise CharRNNError(f"--segment must be at least 1 (got {self.segment})")
+            raise SettingError(f"--segment must be at least 1 (got {self.segment})")
         if not self.lr >= 0.0:
-            raise CharRNNError(f"--dynamic-lr must be at least 0 (got {self.lr})")
+            raise SettingError(f"--dynamic-lr must be at least 0 (got {self.lr})")
         if not 0.0 <= self.decay <= 1.0:
-            raise CharRNNError(f"--dynamic-decay must be in [0, 1] (got {self.decay})")
+            raise SettingError(f"--dynamic-decay must be in [0, 1] (got {self.decay})")
 
 
 # `sample --adapt` reads a text once with dynamic evaluation's updates, then writes: there the pull back

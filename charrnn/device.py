@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from charrnn.config import PRECISIONS
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -23,7 +23,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "mps" and not mps:
         raise CharRNNError("--device mps: Apple's MPS is not available here; use --device auto or cpu")
     if name not in ("cpu", "cuda", "mps"):
-        raise CharRNNError(f"unknown --device {name!r}; choose auto, cpu, cuda or mps")
+        raise SettingError(f"unknown --device {name!r}; choose auto, cpu, cuda or mps")
     return torch.device(name)
 
 
@@ -53,7 +53,7 @@ def backend_name(device: torch.device, impl: str) -> str:
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto` is bf16 autocast on CUDA (cuDNN's fast path, no loss scaling needed) and fp32 elsewhere."""
     if name not in PRECISIONS:
-        raise CharRNNError(f"unknown --precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+        raise SettingError(f"unknown --precision {name!r}; choose one of {', '.join(PRECISIONS)}")
     if name == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if name == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from charrnn import cache, checkpoint, hf, names
 from charrnn.card import model_card
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 from charrnn.export_html import write_html
 from charrnn.onnx_graph import one_step_model
 from charrnn.plot import read_history
@@ -23,7 +23,7 @@ LOCAL_FIELDS = ("corpus_args",)
 def export(source: Optional[str], format: str, out: Path) -> None:
     """Write the checkpoint `source` (as -c takes it: a .pt file, a run directory, an exported folder) as `format`."""
     if format not in FORMATS:
-        raise CharRNNError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
+        raise SettingError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
     path = checkpoint.resolve_checkpoint(source)
     payload = checkpoint.load_checkpoint(path)
     payload["history"] = read_history(path, payload)  # the whole run (metrics.jsonl), not only up to best.pt

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, NamedTuple, Sequence, Union
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 from charrnn.sample import PRIME_CHUNK
 from charrnn.streams import TextSpool
 from charrnn.vocab import Vocab
@@ -28,7 +28,7 @@ def endings(vocab: Vocab, stops: Sequence[str], lines: bool) -> tuple[str, ...]:
         raise CharRNNError("--lines: this model never saw a newline, so no line would end; use --stop STR instead")
     for stop in stops:
         if not stop:
-            raise CharRNNError("--stop needs some text: an empty string would end every sample before it began")
+            raise SettingError("--stop needs some text: an empty string would end every sample before it began")
         unseen = vocab.unknown_chars(stop)
         if unseen:
             raise CharRNNError(f"--stop {stop!r} holds characters the model never writes ({', '.join(map(repr, unseen))}), "

@@ -15,7 +15,7 @@ from typing import Optional
 from charrnn import checkpoint, layout
 from charrnn.config import ModelConfig, from_dict
 from charrnn import names
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 from charrnn.plot import best_bpc, read_history, series
 
 
@@ -55,7 +55,7 @@ assert tuple(SORT_KEYS) == names.RUN_SORTS, "charrnn.names.RUN_SORTS lists the C
 def list_runs(runs_dir: Path = layout.RUNS_DIR, sort: str = "name") -> list[RunSummary]:
     """A summary of every run directly under `runs_dir`, in `sort` order (see SORT_KEYS)."""
     if sort not in SORT_KEYS:
-        raise CharRNNError(f"unknown --sort {sort!r}; choose one of {', '.join(SORT_KEYS)}")
+        raise SettingError(f"unknown --sort {sort!r}; choose one of {', '.join(SORT_KEYS)}")
     if not runs_dir.is_dir():
         raise CharRNNError(f"{runs_dir}: no such directory; train a run with `charrnn train`, or name the directory that holds runs")
     key, newest_first = SORT_KEYS[sort]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from charrnn.config import validate_seed
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 from charrnn.model import CharRNN, State
 from charrnn.stepper import Stepper, resolve_weight_precision
 from charrnn.vocab import UNKNOWN, Vocab, code_points
@@ -25,13 +25,13 @@ def validate_sampling(temperature: float, top_k: Optional[int], top_p: Optional[
                       seed: Optional[int] = None) -> None:
     # Written so that NaN fails each test: it compares false with everything.
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise CharRNNError(f"--temp must be 0 (greedy) or a finite number above it (got {temperature})")
+        raise SettingError(f"--temp must be 0 (greedy) or a finite number above it (got {temperature})")
     if top_k is not None and top_k < 1:
-        raise CharRNNError(f"--top-k must be at least 1 (got {top_k})")
+        raise SettingError(f"--top-k must be at least 1 (got {top_k})")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise CharRNNError(f"--top-p must be in (0, 1] (got {top_p})")
+        raise SettingError(f"--top-p must be in (0, 1] (got {top_p})")
     if length < 0:
-        raise CharRNNError(f"--length must be 0 or more (got {length})")
+        raise SettingError(f"--length must be 0 or more (got {length})")
     validate_seed(seed)
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from charrnn.cells import gru_update, lstm_update, map_state, rnn_update
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 from charrnn.model import CharRNN, State
 
 UPDATES = {"rnn": rnn_update, "lstm": lstm_update}
@@ -52,7 +52,7 @@ def packed_weights_supported(precision: str) -> bool:
 
 def resolve_weight_precision(name: str, device: torch.device, num_samples: int = 1) -> str:
     if name not in WEIGHT_PRECISIONS:
-        raise CharRNNError(f"unknown --precision {name!r} for sampling; choose one of {', '.join(WEIGHT_PRECISIONS)}")
+        raise SettingError(f"unknown --precision {name!r} for sampling; choose one of {', '.join(WEIGHT_PRECISIONS)}")
     on_cpu = device.type == "cpu"
     if name in PACKED_PRECISIONS and not (on_cpu and packed_weights_supported(name)):
         raise CharRNNError(f"--precision {name}: {name} weights need fbgemm (x86 with AVX2, a CPU device); use --precision fp32")

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
-from charrnn.errors import CharRNNError, escaped
+from charrnn.errors import CharRNNError, SettingError, escaped
 
 DECODING_ERRORS = ("strict", "replace", "ignore")  # what --errors may say about undecodable bytes
 SPOOL_IN_MEMORY = 1 << 20  # bytes a spool keeps in memory before it moves to a temporary file
@@ -43,7 +43,7 @@ def text_input(name: str, encoding: str = "utf-8", errors: str = "strict", newli
     except LookupError:
         raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
     if errors not in DECODING_ERRORS:
-        raise CharRNNError(f"unknown --errors {errors!r}; choose one of {', '.join(DECODING_ERRORS)}")
+        raise SettingError(f"unknown --errors {errors!r}; choose one of {', '.join(DECODING_ERRORS)}")
     try:
         binary = sys.stdin.buffer if name == "-" else open(name, "rb")  # a FIFO or device opens like a file
     except OSError as error:

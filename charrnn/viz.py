@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from charrnn import names
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 from charrnn.model import model_from_checkpoint
 from charrnn.streams import refuse_binary, text_input
 from charrnn.vocab import UNKNOWN, Vocab, code_points
@@ -197,7 +197,7 @@ def correlations(activations: np.ndarray, feature: np.ndarray) -> np.ndarray:
 def rank_units(trace: Trace, feature: np.ndarray, top: int = 5) -> list[Unit]:
     """The units, over every layer and kind, whose activation tracks the feature best (largest |r|)."""
     if top < 1:
-        raise CharRNNError(f"--top must be at least 1 (got {top})")
+        raise SettingError(f"--top must be at least 1 (got {top})")
     found, known = [], trace.known
     for (layer, kind), values in trace.activations.items():
         r = correlations(values[known].astype(np.float64), feature[known])
