@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from charrnn import install_command
 from charrnn.config import ModelConfig, from_dict
 from charrnn.errors import escaped
 from charrnn.model import model_from_checkpoint
@@ -64,7 +65,7 @@ Validation: {"not measured" if bpc is None else f"{bpc:.3f} bits per character"}
 ## How to use it
 
 ```
-pip install charrnn
+{install_command()}
 charrnn sample -c {folder} --temp 0.8 --length 500
 charrnn eval -c {folder} held-out.txt
 ```

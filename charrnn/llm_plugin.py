@@ -1,6 +1,6 @@
 """charrnn's runs as models of simonw/llm: `llm -m charrnn/NAME "ROMEO:"` streams a sample, and llm logs it.
 
-Installed with `pip install 'charrnn[llm]'`, found by llm through the `llm` entry point. The runs
+Installed with `pip install 'charrnn-lm[llm]'`, found by llm through the `llm` entry point. The runs
 are the folders under ./runs holding a checkpoint, as for `charrnn sample` ($CHARRNN_RUNS names
 another folder), each the model `charrnn/<folder name>`. llm asks every plugin for its models on
 every command, so listing them reads only folder names; torch is imported when a model generates.

@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 
+from charrnn import install_command
 from charrnn.cells import GATES
 from charrnn.config import ModelConfig, from_dict
 from charrnn.errors import CharRNNError
@@ -30,7 +31,7 @@ def require_onnx():
     try:
         import onnx
     except ImportError:
-        raise CharRNNError("--format onnx needs the onnx package: pip install 'charrnn[onnx]'") from None
+        raise CharRNNError(f"--format onnx needs the onnx package: {install_command('onnx')}") from None
     return onnx
 
 

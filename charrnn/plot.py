@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
+from charrnn import install_command
 from charrnn.errors import CharRNNError
 from charrnn.layout import METRICS
 
@@ -80,7 +81,8 @@ def save_plot(history: list[dict], path: Path, title: Optional[str] = None) -> N
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CharRNNError("--plot needs matplotlib, an optional extra: pip install 'charrnn[plot]' (or pip install matplotlib)") from None
+        raise CharRNNError(f"--plot needs matplotlib, an optional extra: {install_command('plot')} "
+                           "(or pip install matplotlib)") from None
     train, val = series(history, "train_loss"), series(history, "val_loss")
     if not train and not val:
         raise CharRNNError("this checkpoint has no training history to plot")

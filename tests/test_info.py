@@ -24,7 +24,7 @@ def test_save_plot_writes_an_image_or_says_what_is_missing(tmp_path):
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        with pytest.raises(CharRNNError, match="pip install 'charrnn\\[plot\\]'"):
+        with pytest.raises(CharRNNError, match="pip install 'charrnn-lm\\[plot\\]'"):
             save_plot(HISTORY, tmp_path / "curve.png")
         return
     save_plot(HISTORY, tmp_path / "curve.png")
