@@ -1,0 +1,52 @@
+"""The docs the app carries: `--help` summaries shown whole, and docs/reference.md as the app generates it."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import typer
+
+from charrnn.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_reference_script():
+    spec = importlib.util.spec_from_file_location("reference", ROOT / "scripts" / "reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_command_reference_is_what_the_app_generates():
+    reference = load_reference_script()
+    assert reference.PAGE.read_text(encoding="utf-8") == reference.page(), (
+        "docs/reference.md differs from the app's --help; regenerate it: python scripts/reference.py")
+
+
+def short_helps(group) -> dict[str, str]:
+    """Each subcommand's summary as the app defines it, uncut: the first sentence of its help."""
+    context = group.context_class(group, info_name="charrnn")
+    return {name: group.get_command(context, name).get_short_help_str(limit=10_000)
+            for name in group.list_commands(context)}
+
+
+def listed(help_text: str) -> dict[str, str]:
+    """The `Commands:` section of a --help page: name -> the summary shown beside it."""
+    section = help_text.split("\nCommands:\n", 1)[1]
+    return dict(re.findall(r"^  (\S+) +(.+)$", section, re.M))
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+@pytest.mark.parametrize("group", [[], ["corpus"]], ids=["charrnn", "corpus"])
+def test_help_shows_every_command_summary_whole(cli, columns, group):
+    cli.env["COLUMNS"] = columns
+    shown = listed(cli(*group, "--help").stdout)
+    root = typer.main.get_command(app)
+    command = root.get_command(root.context_class(root, info_name="charrnn"), group[0]) if group else root
+    expected = short_helps(command)
+    assert shown == expected
+    assert not any(summary.endswith("...") for summary in shown.values())
