@@ -108,11 +108,16 @@ def train(
 
     corpus = corpus or []
     fetch_named_corpora(corpus, quiet)
-    api.train(corpus, out, time, steps, quiet=quiet, resume=resume, force=force, model=model, layers=layers,
-              hidden=hidden, embed=embed, dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr,
-              weight_decay=weight_decay, seed=seed, schedule_steps=schedule_steps, val_fraction=val_fraction,
-              eval_every=eval_every, device=device, impl=impl, precision=precision, encoding=encoding,
-              errors=errors, init_from=init_from)
+    try:
+        api.train(corpus, out, time, steps, quiet=quiet, resume=resume, force=force, model=model, layers=layers,
+                  hidden=hidden, embed=embed, dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr,
+                  weight_decay=weight_decay, seed=seed, schedule_steps=schedule_steps, val_fraction=val_fraction,
+                  eval_every=eval_every, device=device, impl=impl, precision=precision, encoding=encoding,
+                  errors=errors, init_from=init_from)
+    except TrainingInterrupted as stop:  # typer ends any KeyboardInterrupt in silence: say first what was saved
+        if ranks.is_main():
+            print(f"charrnn: {stop}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
 
 
 @app.command()
@@ -589,10 +594,6 @@ def main() -> None:
         if ranks.reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
             print(f"charrnn: error: {escaped(str(error))}", file=sys.stderr)  # one line, whatever a file put in it
         code = USAGE if isinstance(error, SettingError) else 1
-    except TrainingInterrupted as stop:
-        if ranks.is_main():
-            print(f"charrnn: {stop}", file=sys.stderr)
-        code = INTERRUPTED
     except UsageProblem as error:
         show_usage_problem(error)
         code = error.exit_code

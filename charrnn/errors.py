@@ -13,8 +13,9 @@ class SettingError(CharRNNError):
     """A value given for an option is out of range or unreadable: a usage error (exit 2), not a data problem."""
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM arrived; last.pt was saved first."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived; last.pt was saved first. A KeyboardInterrupt, so that a notebook's
+    `except KeyboardInterrupt` catches it as it would the interrupt itself."""
 
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)

@@ -1,10 +1,15 @@
 """The training loop's rules, as a specification: the schedule, and what a resumed run keeps."""
 
+import os
+import signal
+
 import pytest
 import torch
 
+from charrnn import api, checkpoint
 from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.trainer import FRESH_START_EVERY, fresh_starts, learning_rate, resumed_settings
+from conftest import ENGLISH
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -37,3 +42,17 @@ def test_every_stream_starts_afresh_once_in_so_many_windows_and_the_rest_carry_o
         assert torch.equal(hidden[:, ~fresh], carried[0][:, ~fresh]) and torch.equal(cell[:, ~fresh], carried[1][:, ~fresh])
         zeroed += fresh
     assert zeroed.tolist() == [1] * batch
+
+
+def test_an_interrupted_run_in_a_notebook_is_a_keyboard_interrupt_raised_after_saving(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(ENGLISH * 20, encoding="utf-8")
+
+    def press_ctrl_c(figures: dict) -> None:
+        if figures["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 3"):  # what `except KeyboardInterrupt` catches
+        api.train(corpus, tmp_path / "run", steps=1000, on_progress=press_ctrl_c, layers=1, hidden=32, embed=16,
+                  seq_len=32, batch_size=4, eval_every=10)
+    assert checkpoint.load_checkpoint(tmp_path / "run" / checkpoint.LAST)["step"] == 3
