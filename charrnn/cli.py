@@ -245,17 +245,20 @@ def evaluate(
     """
     from charrnn import api
     from charrnn.data import corpus_name
+    from charrnn.progress import Meter
 
     if not dynamic and (segment, dynamic_lr, dynamic_decay) != (None, None, None):
         raise SettingError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
     settings = DynamicSettings(**api.given(segment=segment, lr=dynamic_lr, decay=dynamic_decay)) if dynamic else False
     lm = api.load(checkpoint_arg, device, impl)
+    meter = Meter("evaluating")
     if files:
-        result = lm.evaluate_files(files, encoding, errors, dynamic=settings)
+        result = lm.evaluate_files(files, encoding, errors, dynamic=settings, progress=meter)
     else:
         sources = lm.training_corpus()
         print(f"charrnn: scoring the validation split of {escaped(', '.join(sources) or corpus_name(sources))}", file=sys.stderr)
-        result = lm.evaluate_validation(dynamic=settings)
+        result = lm.evaluate_validation(dynamic=settings, progress=meter)
+    meter.close()
     with product_output():
         if as_json:
             print(json.dumps(result))
@@ -481,12 +484,16 @@ def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON o
 
     with product_output():
         for entry in corpora.load_catalogue().values():
-            cached = corpora.is_cached(entry)
+            damage = corpora.cached_damage(entry)
+            cached = corpora.is_cached(entry) and damage is None
+            if damage:
+                print(f"charrnn: warning: corpus {entry.name!r} is damaged: {corpora.text_path(entry)} {damage}; "
+                      f"delete it, and `charrnn corpus fetch {entry.name}` downloads a fresh copy", file=sys.stderr)
             if as_json:
-                print(json.dumps({**vars(entry), "cached": cached, "path": str(corpora.text_path(entry))}))
+                print(json.dumps({**vars(entry), "cached": cached, "damaged": damage, "path": str(corpora.text_path(entry))}))
                 continue
             size = f"{entry.bytes / 1e6:.1f} MB" if entry.bytes else "? MB"
-            flags = ("cached" if cached else "") + ("" if entry.sha256 else " unverified")
+            flags = ("cached" if cached else "damaged" if damage else "") + ("" if entry.sha256 else " unverified")
             print(f"{entry.name:16} {size:>9}  {flags.strip():18} {entry.description}")
 
 

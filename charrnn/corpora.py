@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
-from charrnn import cache
+from charrnn import cache, writes
 from charrnn.errors import CharRNNError
 
 CATALOGUE = Path(__file__).resolve().parent / "catalogue.json"  # package data: installed with the code
@@ -73,7 +73,7 @@ def load_catalogue() -> dict[str, Entry]:
     try:
         raw = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
-        return {}
+        raise bad_catalogue(path, "no such file") from None
     except (OSError, ValueError) as error:
         raise bad_catalogue(path, f"not a readable corpus catalogue ({error})") from None
     if not isinstance(raw, dict):
@@ -197,6 +197,22 @@ def is_cached(entry: Entry) -> bool:
     return text_path(entry).is_file()
 
 
+def cached_damage(entry: Entry) -> Optional[str]:
+    """How the cached copy differs from what the catalogue declares, or None. An archive's extracted text is
+    not what the catalogue's size and sha256 describe, so it has nothing to be checked against."""
+    return mismatch(entry, text_path(entry)) if is_cached(entry) and not entry.archive else None
+
+
+def mismatch(entry: Entry, path: Path) -> Optional[str]:
+    """How `path` differs from the size and sha256 the catalogue declares, or None."""
+    size = path.stat().st_size
+    if entry.bytes is not None and size != entry.bytes:
+        return f"is {size:,} bytes, the catalogue says {entry.bytes:,}"
+    if entry.sha256 is not None and (actual := sha256_of(path)) != entry.sha256.lower():
+        return f"has sha256 {actual}, the catalogue says {entry.sha256}"
+    return None
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -240,7 +256,7 @@ def download(entry: Entry, target: Path, progress: Optional[Progress]) -> None:
         with urllib.request.build_opener(RefuseDowngrade).open(entry.url, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
             total = int(length) if length and length.isdigit() else entry.bytes
-            with cache.written_atomically(target, source_mode(entry.url)) as f:
+            with writes.written_atomically(target, source_mode(entry.url)) as f:
                 if not copy_at_most(response, f, limit, progress and (lambda done: progress(done, total))):
                     raise CharRNNError(f"{entry.url} sent more than {limit:,} bytes, {limit_kind(entry)}: corpus "
                                        f"{entry.name!r} was refused and nothing kept; check that url, or the "
@@ -255,15 +271,8 @@ def download(entry: Entry, target: Path, progress: Optional[Progress]) -> None:
 
 def verify(entry: Entry, path: Path, fresh: bool, warn: Log) -> None:
     """Check size and sha256 against the catalogue; a download that fails the check is removed."""
-    problem = None
-    size = path.stat().st_size
-    if entry.bytes is not None and size != entry.bytes:
-        problem = f"is {size:,} bytes, the catalogue says {entry.bytes:,}"
-    elif entry.sha256 is not None:
-        actual = sha256_of(path)
-        if actual != entry.sha256.lower():
-            problem = f"has sha256 {actual}, the catalogue says {entry.sha256}"
-    elif fresh:
+    problem = mismatch(entry, path)
+    if problem is None and entry.sha256 is None and fresh:
         warn(f"warning: corpus {entry.name!r} has no published sha256 ({entry.unverified or 'none in the catalogue'}), "
              f"so it cannot be verified; what was fetched has sha256 {sha256_of(path)}")
     if problem is None:
@@ -283,7 +292,7 @@ def extract(entry: Entry, archive: Path, target: Path) -> None:
                 raise CharRNNError(f"{archive}: {entry.member!r} would inflate {member.compress_size:,} bytes into "
                                    f"{member.file_size:,}, a zip bomb rather than a text: refused; delete the file "
                                    f"and check {entry.url}")
-            with bundle.open(member) as source, cache.written_atomically(target, file_mode(archive)) as f:
+            with bundle.open(member) as source, writes.written_atomically(target, file_mode(archive)) as f:
                 if not copy_at_most(source, f, member.file_size):
                     raise CharRNNError(f"{archive}: {entry.member!r} inflates beyond the {member.file_size:,} bytes "
                                        f"its zip entry declares: refused; delete the file and check {entry.url}")
@@ -317,7 +326,7 @@ def fetch(name: str, progress: Optional[Progress] = None, log: Optional[Log] = N
     entry = catalogue[name]
     text, downloaded = text_path(entry), archive_path(entry)  # checked to stay in the cache before anything is made
     cache.private_directory(corpora_root())  # an older charrnn left it 0755
-    cache.remove_orphans(cache.private_directory(downloaded.parent))
+    writes.remove_orphans(cache.private_directory(downloaded.parent))
     if entry.archive and text.is_file():
         return keep_private(text)  # extracted only after its archive passed the check
     fresh = not downloaded.is_file()

@@ -149,6 +149,36 @@ def test_train_by_name_then_list_shows_it_cached(cli, tmp_path):
     assert unknown.stderr.startswith("charrnn: error: absent") and "corpus list" in unknown.stderr
 
 
+def test_a_catalogue_that_is_not_there_is_one_line_and_exit_1(cli, tmp_path):
+    cli.env["CHARRNN_CATALOGUE"] = str(tmp_path / "moved.json")
+    for command in (["corpus", "list"], ["corpus", "list", "--json"], ["train", "tiny", "--steps", "1"]):
+        refused = cli(*command, check_rc=1)
+        assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "moved.json: no such file" in refused.stderr and "CHARRNN_CATALOGUE" in refused.stderr
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda data: data + b"more", "bytes, the catalogue says"),  # grown
+    (lambda data: data[:-1], "bytes, the catalogue says"),  # cut short
+    (lambda data: data[::-1], "has sha256"),  # the same length, other content
+])
+def test_a_damaged_cached_corpus_is_listed_as_damaged_with_what_to_do(cli, tmp_path, damage, said):
+    source = tmp_path / "mirror.txt"
+    source.write_text(TEXT, encoding="utf-8")
+    cli.env["CHARRNN_CATALOGUE"] = str(mirror(tmp_path, {"tiny": plain_entry(source)}))
+    cached = Path(cli("corpus", "fetch", "tiny", "-q").stdout.strip())
+    cached.write_bytes(damage(cached.read_bytes()))
+    listed = cli("corpus", "list")
+    assert "damaged" in listed.stdout and "cached" not in listed.stdout
+    (warning,) = listed.stderr.splitlines()
+    assert "'tiny' is damaged" in warning and said in warning and "delete it" in warning and "corpus fetch tiny" in warning
+    (record,) = [json.loads(line) for line in cli("corpus", "list", "--json").stdout.splitlines()]
+    assert record["cached"] is False and said in record["damaged"]
+    cached.unlink()
+    cli("corpus", "fetch", "tiny", "-q")  # the advice works
+    assert json.loads(cli("corpus", "list", "--json").stdout)["damaged"] is None
+
+
 # --- Private stays private -----------------------------------------------------------------------------------------
 
 def mode(path: Path) -> int:
