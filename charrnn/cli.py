@@ -144,30 +144,26 @@ def sample(
 ):
     """Generate text from a trained model, streamed to stdout."""
     from charrnn import api, checkpoint
-    from charrnn.items import ShownPrime, endings, whole_prime
-    from charrnn.sample import PRIME_CHUNK, check_prime, checked_pieces, chosen_seed, validate_sampling
+    from charrnn.config import SamplingSettings
+    from charrnn.items import ShownPrime, whole_prime
+    from charrnn.sample import PRIME_CHUNK
     from charrnn.streams import read_chunks
 
-    validate_sampling(temp, top_k, top_p, length, seed)
-    if num_samples < 1:
-        raise SettingError(f"-n/--num-samples must be at least 1 (got {num_samples})")
+    settings = SamplingSettings(length=length, temperature=temp, top_k=top_k, top_p=top_p, seed=seed, n=num_samples,
+                                precision=precision, stop=tuple(stop or ()), lines=lines)
     if as_json and separator is not None:
         raise SettingError("--separator does not apply to --json, which writes one object per line; leave one of them out")
     path = checkpoint.resolve_checkpoint(checkpoint_arg)
     payload, sha256 = checkpoint.load_with_sha256(path) if as_json else (checkpoint.load_checkpoint(path), None)
     lm = api.LanguageModel(payload, path, device, impl)
-    endings(lm.vocab, stop or [], lines)  # refused before any text is written
+    settings = lm.settled(settings)  # the seed and precision made exact, to record; refused before any text is written
     if prime is not None:
-        check_prime(lm.vocab, prime)  # refused before any text is written
         pieces = [prime]
     elif stdin_is_piped():
         # Read as it is used, a piece at a time: a piped prime may be endless (`yes | charrnn sample`).
-        # Each piece is refused, if the model cannot read it, before it is echoed.
-        pieces = checked_pieces(lm.vocab, read_chunks("-", PRIME_CHUNK, encoding, fix="pass --encoding to name its encoding"))
+        pieces = read_chunks("-", PRIME_CHUNK, encoding, fix="pass --encoding to name its encoding")
     else:
         pieces = []
-    precision = lm.weight_precision(precision, num_samples)  # refused before any text is written
-    seed = chosen_seed(seed)
     if as_json:
         pieces = [whole_prime(pieces)]  # every object holds it
     out = sys.stdout
@@ -176,15 +172,12 @@ def sample(
     shown = None if num_samples == 1 and not lines and not as_json else ShownPrime(lines)
     if adapt is not None:  # the long part, once every cheap refusal has had its say
         lm = lm.adapted_to_files([adapt], encoding)
-    parts = lm.parts(passed_on(pieces, (shown or out).write), length, temp, top_k, top_p, seed, num_samples,
-                     precision, stop or [], lines)
+    parts = lm.parts(passed_on(pieces, (shown or out).write), settings)
     with product_output():
         if as_json:
             write_records(out, parts, shown, {
-                "prime": pieces[0], "seed": seed, "temperature": temp, "top_k": top_k, "top_p": top_p, "length": length,
-                "stop": stop or [], "lines": lines, "num_samples": num_samples, "precision": precision,
-                "device": lm.device.type, "impl": impl, "checkpoint": os.path.abspath(path), "sha256": sha256,
-                "adapt": adapt})
+                "prime": pieces[0], **settings.record(), "device": lm.device.type, "impl": impl,
+                "checkpoint": os.path.abspath(path), "sha256": sha256, "adapt": adapt})
         else:
             write_samples(out, parts, shown, separator if separator is not None else "\n" if lines else "\n\n")
     if shown is not None:
@@ -219,10 +212,10 @@ def write_records(out, parts: Iterable, shown, settings: dict) -> None:
 
 
 def passed_on(pieces: Iterable[str], write: Callable[[str], object]) -> Iterator[str]:
-    """The pieces, unchanged, each written (echoed, or kept) as it goes by."""
+    """The pieces, unchanged, each written (echoed, or kept) once the model has read it: a piece it refuses never is."""
     for piece in pieces:
-        write(piece)
         yield piece
+        write(piece)
 
 
 @app.command("eval")
@@ -423,11 +416,13 @@ def export(
     run: Annotated[str, typer.Argument(help="A run directory, a .pt file or an exported folder.", show_default=False)],
     format_name: Annotated[ExportFormat, typer.Option("--format", "-f", help="hf: a safetensors folder with config.json and a model card, which -c reads; onnx: a one-step graph for any ONNX runtime; html: one web page that generates offline.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: a folder (hf) or a file.", show_default=False)],
+    spdx: Annotated[Optional[str], typer.Option("--license", help="hf: the license you give the model, an SPDX identifier (mit, cc-by-4.0) for its card; without it, a named corpus's, else other.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Replace files already at --out.")] = False,
 ):
     """Write a model for use outside charrnn."""
     from charrnn import export as export_lib
 
-    export_lib.export(run, format_name, out)
+    export_lib.export(run, format_name, out, spdx, force)
     print(f"charrnn: wrote {escaped(str(out))}", file=sys.stderr)
 
 
@@ -539,6 +534,7 @@ def viz(
     """
     from charrnn import api
     from charrnn import viz as viz_lib
+    from charrnn import writes
 
     if max_chars < 1:
         raise SettingError(f"--max-chars must be at least 1 (got {max_chars})")
@@ -564,7 +560,7 @@ def viz(
         title = shown.describe() + (f", r = {shown.correlation:+.3f} with {find}" if find else "")
     title += viz_lib.unseen_note(trace)
     if html_out is not None:
-        html_out.write_text(viz_lib.html_page(text, levels, values, title, ranking, label), encoding="utf-8")
+        writes.write_atomically(html_out, viz_lib.html_page(text, levels, values, title, ranking, label).encode("utf-8"))
     with product_output():
         if as_json:
             print(json.dumps({"title": title, "unit": shown.as_dict() if shown else None, "text": text,

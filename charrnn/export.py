@@ -6,11 +6,12 @@ the command's choices are its keys, so a new format is one function and one line
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
-from charrnn import cache, checkpoint, hf, names
-from charrnn.card import model_card
+from charrnn import checkpoint, hf, names, writes
+from charrnn.card import license_id, model_card
 from charrnn.errors import CharRNNError, SettingError
 from charrnn.export_html import write_html
 from charrnn.onnx_graph import one_step_model
@@ -20,36 +21,46 @@ from charrnn.plot import read_history
 LOCAL_FIELDS = ("corpus_args",)
 
 
-def export(source: Optional[str], format: str, out: Path) -> None:
-    """Write the checkpoint `source` (as -c takes it: a .pt file, a run directory, an exported folder) as `format`."""
+def export(source: Optional[str], format: str, out: Path, spdx: Optional[str] = None, force: bool = False) -> None:
+    """Write the checkpoint `source` (as -c takes it: a .pt file, a run directory, an exported folder) as `format`;
+    `spdx`, the license its owner states, goes into the model card (hf). Files already at `out` are replaced
+    only with `force`."""
     if format not in FORMATS:
         raise SettingError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
+    writer = FORMATS[format]
+    if spdx is not None:
+        if format != "hf":
+            raise SettingError("--license goes into the model card, so it needs --format hf")
+        writer = partial(write_hf, spdx=license_id(spdx))
     path = checkpoint.resolve_checkpoint(source)
     payload = checkpoint.load_checkpoint(path)
     payload["history"] = read_history(path, payload)  # the whole run (metrics.jsonl), not only up to best.pt
-    FORMATS[format](payload, Path(out))
+    writer(payload, Path(out), force)
 
 
-def write_hf(payload: dict, folder: Path) -> None:
+def write_hf(payload: dict, folder: Path, force: bool = False, spdx: Optional[str] = None) -> None:
     """The shareable folder (see `charrnn.hf`): config.json, model.safetensors and the model card."""
+    writes.refuse_link(folder)
     if folder.exists() and not folder.is_dir():
         raise CharRNNError(f"-o {folder} is a file; name a folder for config.json, model.safetensors and README.md")
+    writes.check_targets([folder / name for name in (hf.CONFIG, hf.WEIGHTS, hf.CARD)], force)
     shared = checkpoint.REQUIRED_KEYS + ("format_version", *checkpoint.FIELDS)
     config = {key: payload[key] for key in shared if key in payload and key != "model" and key not in LOCAL_FIELDS}
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in hf.folder_files(config, payload["model"], model_card(payload, folder.resolve().name)).items():
-        cache.write_atomically(folder / name, data)
+    for name, data in hf.folder_files(config, payload["model"], model_card(payload, folder.resolve().name, spdx)).items():
+        writes.write_atomically(folder / name, data)
 
 
-def write_onnx(payload: dict, path: Path) -> None:
+def write_onnx(payload: dict, path: Path, force: bool = False) -> None:
     """The one-step graph (see `charrnn.onnx_graph`) as one .onnx file."""
     if path.is_dir():
         raise CharRNNError(f"-o {path} is a folder; name the file to write, e.g. {path / 'model.onnx'}")
+    writes.check_targets([path], force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_atomically(path, one_step_model(payload).SerializeToString())
+    writes.write_atomically(path, one_step_model(payload).SerializeToString())
 
 
-FORMATS: dict[str, Callable[[dict, Path], None]] = {
+FORMATS: dict[str, Callable[[dict, Path, bool], None]] = {
     "hf": write_hf,
     "onnx": write_onnx,
     "html": write_html,  # one self-contained web page (see `charrnn.export_html`)

@@ -21,7 +21,8 @@ from charrnn.errors import CharRNNError
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
 MODEL_TYPE = "charrnn"  # the Hub's name for the architecture, read by whoever browses the folder
 # The weights' SHA-256, in config.json: as a .pt file's CRCs do, it turns a flipped bit into an error
-# rather than another model. A folder made by other tools may leave it out.
+# rather than another model. It hashes the tensors, not the file (see weights_sha256), so a re-save by
+# safetensors (other metadata, other order) still verifies. A folder made by other tools may leave it out.
 CHECKSUM = "weights_sha256"
 # A vocabulary of every Unicode character and a history of a long run are each a few MB as JSON; a
 # config.json past this is not one charrnn wrote, and reading it would only cost memory.
@@ -36,16 +37,31 @@ def read_folder(folder: Path) -> dict:
     """The checkpoint payload a folder holds: config.json's fields and the weights, not yet checked."""
     config = read_config(folder / CONFIG)
     data = (folder / WEIGHTS).read_bytes()
-    expected = config.get(CHECKSUM) if isinstance(config, dict) else None
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise CharRNNError(f"{folder / WEIGHTS}: corrupted (it does not match the {CHECKSUM} in {CONFIG}); "
-                           "export the folder again")
     try:
         weights = load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError):  # safetensors checks the header and offsets
         raise CharRNNError(f"{folder / WEIGHTS}: not a readable safetensors file (truncated or corrupted); "
                            "export the folder again") from None
+    expected = config.get(CHECKSUM) if isinstance(config, dict) else None
+    # Folders exported before 0.2 hashed the file's bytes: they still verify, by the hash they were given.
+    if expected is not None and expected not in (weights_sha256(weights), hashlib.sha256(data).hexdigest()):
+        raise CharRNNError(f"{folder / WEIGHTS}: corrupted (its tensors do not match the {CHECKSUM} in {CONFIG}); "
+                           "export the folder again")
     return {**config, "model": weights} if isinstance(config, dict) else config
+
+
+def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
+    """The SHA-256 of what the weights are: each tensor's name (in sorted order), dtype, shape and raw bytes,
+    each part length-prefixed so that no two different tables hash alike. The file's layout does not count."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)]).encode("utf-8")
+        data = tensor.reshape(-1).view(torch.uint8).numpy()  # raw bytes in the machine's order (little-endian, as safetensors)
+        for part in (header, data):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
+    return digest.hexdigest()
 
 
 def read_config(path: Path):
@@ -67,7 +83,7 @@ def folder_files(config: dict, weights: dict[str, torch.Tensor], card: str) -> d
     """The folder's files, by name, as bytes."""
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
     data = save(tensors, metadata={"format": "pt"})  # "pt": the Hub's tag for tensors in torch's layout
-    config = {"model_type": MODEL_TYPE, CHECKSUM: hashlib.sha256(data).hexdigest(), **config}
+    config = {"model_type": MODEL_TYPE, CHECKSUM: weights_sha256(tensors), **config}
     return {
         CONFIG: (json.dumps(config, indent=2) + "\n").encode("ascii"),
         WEIGHTS: data,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -113,3 +114,38 @@ def test_charrnn_load_reads_the_folder(folder, tiny_run):
 
     settings = dict(prime="All:\n", length=60, temperature=0, precision="fp32")
     assert charrnn.load(folder).generate(**settings) == charrnn.load(tiny_run).generate(**settings)
+
+
+def resaved(folder: Path, target: Path, change=lambda weights: None, **save_options) -> Path:
+    """A copy of the folder whose model.safetensors safetensors wrote again (config.json, checksum and all, kept)."""
+    copy = Path(shutil.copytree(folder, target))
+    weights = dict(reversed(checkpoint.load_checkpoint(folder)["model"].items()))
+    change(weights)
+    save_file(weights, copy / hf.WEIGHTS, **save_options)
+    return copy
+
+
+def test_weights_saved_again_unchanged_still_verify(folder, tmp_path):
+    copy = resaved(folder, tmp_path / "copy", metadata={"format": "pt", "saved_by": "another tool"})
+    assert (copy / hf.WEIGHTS).read_bytes() != (folder / hf.WEIGHTS).read_bytes()  # other order, other metadata
+    loaded = checkpoint.load_checkpoint(copy)
+    assert all(torch.equal(loaded["model"][name], tensor) for name, tensor in checkpoint.load_checkpoint(folder)["model"].items())
+
+
+@pytest.mark.parametrize("change", [
+    lambda weights: weights["head.bias"].add_(1e-6),
+    lambda weights: weights.update({"head.bias": weights["head.bias"].to(torch.float64)}),
+    lambda weights: weights.update({"head.bias": weights["head.bias"].reshape(1, -1)}),
+])
+def test_weights_changed_and_saved_again_are_refused(folder, tmp_path, change):
+    with pytest.raises(CharRNNError, match="corrupted"):
+        checkpoint.load_checkpoint(resaved(folder, tmp_path / "copy", change))
+
+
+def test_a_folder_hashed_by_its_files_bytes_still_verifies(folder, tmp_path):
+    # charrnn 0.1.0 wrote the SHA-256 of model.safetensors' bytes
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    config = json.loads((copy / hf.CONFIG).read_text())
+    config[hf.CHECKSUM] = hashlib.sha256((copy / hf.WEIGHTS).read_bytes()).hexdigest()
+    (copy / hf.CONFIG).write_text(json.dumps(config))
+    assert checkpoint.load_checkpoint(copy)["vocab"] == config["vocab"]
