@@ -36,6 +36,7 @@ from charrnn.vocab import Vocab
 
 Prime = Union[str, Iterable[str]]  # a string, or its pieces as they arrive (a stream read lazily)
 Dynamic = Union[bool, DynamicSettings]  # dynamic evaluation: off, on with the measured defaults, or these settings
+Progress = Callable[[float], None]  # hears the fraction of the work done
 
 
 def load(path: Union[str, os.PathLike, None] = None, device: str = "auto", impl: str = "fused") -> "LanguageModel":
@@ -121,10 +122,11 @@ class LanguageModel:
         return self.evaluate_ids(*known_ids(text, self.vocab), dynamic)
 
     def evaluate_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
-                       dynamic: Dynamic = False) -> dict:
-        """`evaluate` on text files, directories or - (stdin), read as a stream."""
+                       dynamic: Dynamic = False, progress: Optional[Progress] = None) -> dict:
+        """`evaluate` on text files, directories or - (stdin), read as a stream. `progress` hears the fraction
+        of the static evaluation done (a `progress.Meter` shows it)."""
         corpus = load_corpus(list(files), encoding, errors, vocab=self.vocab)
-        return self.evaluate_ids(corpus.ids, corpus.oov, dynamic)
+        return self.evaluate_ids(corpus.ids, corpus.oov, dynamic, progress)
 
     def adapted(self, text: str, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
         """This model after reading `text` once, learning as it reads (dynamic evaluation's updates), so that it
@@ -143,10 +145,10 @@ class LanguageModel:
         twin.network = adapted(self.network, ids, self.device, settings)
         return twin
 
-    def evaluate_validation(self, dynamic: Dynamic = False) -> dict:
+    def evaluate_validation(self, dynamic: Dynamic = False, progress: Optional[Progress] = None) -> dict:
         """`evaluate` on the run's own validation split, read again from the corpus it names."""
         ids, oov = self.validation_ids()
-        return self.evaluate_ids(ids, oov, dynamic)
+        return self.evaluate_ids(ids, oov, dynamic, progress)
 
     def validation_ids(self) -> tuple[np.ndarray, int]:
         """The run's validation split as ids, and how many characters of its corpus the vocabulary lacks."""
@@ -156,9 +158,11 @@ class LanguageModel:
         _, ids = corpus.split(self.train_config.val_fraction)
         return ids, corpus.oov
 
-    def evaluate_ids(self, ids: np.ndarray, oov: int = 0, dynamic: Dynamic = False) -> dict:
+    def evaluate_ids(self, ids: np.ndarray, oov: int = 0, dynamic: Dynamic = False,
+                     progress: Optional[Progress] = None) -> dict:
         started = time.perf_counter()
-        static = summarize(*total_loss(self.network, evaluation_windows(ids, self.train_config.seq_len), self.device), oov)
+        windows = evaluation_windows(ids, self.train_config.seq_len)
+        static = summarize(*total_loss(self.network, windows, self.device, progress=progress), oov)
         if not dynamic:
             return static
         static["seconds"] = time.perf_counter() - started

@@ -17,14 +17,15 @@ from typing import BinaryIO, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from charrnn import cache, corpora, streams
-from charrnn.errors import CharRNNError, escaped
+from charrnn import cache, corpora, streams, writes
+from charrnn.errors import CharRNNError
 from charrnn.vocab import UNKNOWN, Vocab, code_points, id_dtype
 
 CHUNK_BYTES = 8 << 20
 BUILTIN_NAME = "python-stdlib"
 BUILTIN_CAP_BYTES = 4 << 20  # a few MB of Python source: enough to learn from, quick to encode
 SNIFF_BYTES = 8192
+READING = 2  # how text is read (byte-order marks, Unicode forms): a new one re-encodes what the cache holds
 
 
 @dataclass
@@ -133,9 +134,7 @@ def resolve_sources(args: list[str]) -> list[Source]:
 
 def special_file_source(path: Path) -> Source:
     """A FIFO or a character device reads like stdin; any other kind of file is refused by its kind."""
-    kind = streams.unstreamable_kind(path)
-    if kind:
-        raise CharRNNError(f"{escaped(str(path))}: is {kind}, not text; give a text file, a directory, a FIFO or - for stdin")
+    streams.refuse_unreadable(str(path))
     return stream_source(path)
 
 
@@ -151,25 +150,22 @@ def corpus_name(args: list[str]) -> str:
 
 def text_chunks(source: Source, encoding: str, errors: str) -> Iterator[str]:
     """Decode a source piece by piece, so a big corpus is never one Python string."""
-    decoder = codecs.getincrementaldecoder(encoding)(errors)
-    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))  # where NUL bytes are ordinary text
+    codec = streams.reading_codec(encoding)
+    decoder = codecs.getincrementaldecoder(codec)(errors)
+    wide = codecs.lookup(codec).name.startswith(("utf-16", "utf-32"))  # where NUL bytes are ordinary text
     offset = 0
     with source.open() as stream:
         while chunk := stream.read(CHUNK_BYTES):
             nul = -1 if wide else chunk.find(b"\x00")
             if nul >= 0 and errors == "strict":
-                raise CharRNNError(
-                    f"{source.name}: looks binary (NUL byte at byte {offset + nul}); "
-                    "give a text file, name its encoding with --encoding (e.g. utf-16), or pass --errors replace"
-                )
+                raise streams.binary_input(source.name, f"at byte {offset + nul}")
             pending = len(decoder.getstate()[0])
+            # utf-8-sig counts its error positions after the byte-order mark it skipped
+            skipped = 3 if offset == 0 and codec == "utf-8-sig" and chunk.startswith(codecs.BOM_UTF8) else 0
             try:
                 yield decoder.decode(chunk)
             except UnicodeDecodeError as error:
-                raise CharRNNError(
-                    f"{source.name}: not valid {encoding} at byte {offset - pending + error.start}; "
-                    "pass --encoding to name the file's encoding, or --errors replace"
-                ) from None
+                raise streams.undecodable(source.name, encoding, f"at byte {offset - pending + skipped + error.start}") from None
             except UnicodeError as error:  # e.g. utf-16 with no byte-order mark: the encoding needs a variant
                 raise CharRNNError(f"{source.name}: cannot be read as {encoding} ({error}); name the exact "
                                    "encoding with --encoding, e.g. utf-16-le or utf-16-be") from None
@@ -188,6 +184,22 @@ def point_chunks(sources: list[Source], encoding: str, errors: str) -> Iterator[
         for text in text_chunks(source, encoding, errors):
             if text:
                 yield index, code_points(text)
+
+
+def line_chunks(sources: list[Source], encoding: str, errors: str) -> Iterator[tuple[int, str]]:
+    """(index of the source, its next text), each piece ending at a line's end where it can: no character
+    sequence that Unicode normalisation joins is cut in two (`Vocab.reading`)."""
+    for index, source in enumerate(sources):
+        held = ""
+        for text in text_chunks(source, encoding, errors):
+            text = held + text
+            # a line as long as a chunk is cut where it stands: what is held stays bounded
+            cut = text.rfind("\n") + 1 or (len(text) if len(text) >= CHUNK_BYTES else 0)
+            if cut:
+                yield index, text[:cut]
+            held = text[cut:]
+        if held:
+            yield index, held
 
 
 def size_hint(sources: list[Source]) -> int:
@@ -252,17 +264,15 @@ def encode_sources(sources: list[Source], encoding: str, errors: str, vocab: Opt
 
             ids, vocab = encode_with_new_vocab(tallied(point_chunks(sources, encoding, errors)), size_hint(sources))
             return ids, vocab, 0, lengths
-        pieces, oov = [], 0
-        for index, points in point_chunks(sources, encoding, errors):
-            looked_up = vocab.lookup(points)
-            known = looked_up[looked_up != UNKNOWN]
-            oov += len(points) - len(known)
-            lengths[index] += len(known)
-            pieces.append(known.astype(vocab.dtype))
-        ids = np.concatenate(pieces) if pieces else np.empty(0, dtype=vocab.dtype)
+        ids, count, oov = np.empty(size_hint(sources), dtype=vocab.dtype), 0, 0
+        for index, text in line_chunks(sources, encoding, errors):
+            _, known, mask = vocab.reading(text)
+            if count + len(known) > len(ids):  # only when the files' size was unknown (stdin) or a wide encoding
+                ids = grown(ids, count + len(known))
+            ids[count : count + len(known)] = known
+            count, oov, lengths[index] = count + len(known), oov + len(mask) - len(known), lengths[index] + len(known)
+        ids.resize(count, refcheck=False)  # in place, as encode_with_new_vocab does: held once, never twice
         return ids, vocab, oov, lengths
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
     except OSError as error:
         raise CharRNNError(f"cannot read the corpus: {error.strerror or error}") from None
 
@@ -280,7 +290,7 @@ def cache_key(sources: list[Source], encoding: str, errors: str, vocab: Optional
         status = source.path.stat()
         # ctime and inode too: a file replaced by rename (rsync -t, cp -p) may keep its size and mtime.
         files.append([str(source.path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino])
-    material = json.dumps([files, encoding, errors, vocab.chars if vocab else None])
+    material = json.dumps([READING, files, encoding, errors, vocab.chars if vocab else None])
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -315,12 +325,12 @@ def write_cached(key: str, encoded: Encoded) -> None:
     meta = json.dumps({"chars": vocab.chars, "oov": oov, "lengths": lengths}).encode("utf-8", "surrogatepass")
     try:
         folder = cache.private_directory(encoded_dir())
-        cache.remove_orphans(folder)
+        writes.remove_orphans(folder)
         # The .json first: a reader that finds the .npy then finds its .json too, and never calls it damaged.
         for suffix, write in ((".json", lambda f: f.write(meta)), (".npy", lambda f: np.save(f, ids))):
-            with cache.written_atomically(folder / f"{key}{suffix}", cache.PRIVATE_FILE) as f:
+            with writes.written_atomically(folder / f"{key}{suffix}", cache.PRIVATE_FILE) as f:
                 write(f)
-    except OSError:
+    except (OSError, CharRNNError):  # CharRNNError: a link at an entry's name, which is never written through
         pass
 
 
@@ -376,6 +386,33 @@ class Windows:
         columns = slice(index * self.seq_len, (index + 1) * self.seq_len)
         return as_long(self.inputs[:, columns]), as_long(self.targets[:, columns])
 
+    def rows(self, rows: slice) -> "Windows":
+        """These streams only: a rank's share."""
+        return Windows(self.inputs[rows], self.targets[rows], self.seq_len)
+
+
+class EvaluationWindows(Windows):
+    """Windows read from the ids as they are asked for, stream b from position `starts[b]`, the end padded:
+    the text is held once (or stays in its memory map), however long."""
+
+    def __init__(self, ids: np.ndarray, seq_len: int, stream_len: int, starts: np.ndarray):
+        self.ids, self.seq_len, self.stream_len, self.starts = ids, seq_len, stream_len, starts
+        self.batch_size = len(starts)
+        self.count = -(-stream_len // seq_len)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        columns = np.arange(index * self.seq_len, min((index + 1) * self.seq_len, self.stream_len))
+        positions = self.starts[:, None] + columns
+        predicted = len(self.ids) - 1
+        real = positions < predicted
+        at = np.minimum(positions, predicted - 1)
+        inputs = np.where(real, self.ids[at].astype(np.int64), 0)
+        targets = np.where(real, self.ids[at + 1].astype(np.int64), IGNORE)
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+    def rows(self, rows: slice) -> "Windows":
+        return EvaluationWindows(self.ids, self.seq_len, self.stream_len, self.starts[rows])
+
 
 def as_long(ids: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
@@ -408,10 +445,4 @@ def evaluation_windows(ids: np.ndarray, seq_len: int, max_streams: int = 16) -> 
         raise CharRNNError("nothing to evaluate: the text needs at least 2 characters the model knows")
     streams = max(1, min(max_streams, predicted // max(seq_len, 1)))
     stream_len = -(-predicted // streams)
-    # The ids' own dtype, and the smallest signed one that also holds IGNORE: for up to 256
-    # characters, 3 bytes per character where int32 took 8 (a window is widened only when read).
-    inputs = np.zeros(streams * stream_len, dtype=ids.dtype)
-    targets = np.full(streams * stream_len, IGNORE, dtype=np.result_type(ids.dtype, np.int8))
-    inputs[:predicted] = ids[:-1]
-    targets[:predicted] = ids[1:]
-    return Windows(inputs.reshape(streams, stream_len), targets.reshape(streams, stream_len), seq_len)
+    return EvaluationWindows(ids, seq_len, stream_len, np.arange(streams) * stream_len)

@@ -204,7 +204,7 @@ class Group:
         if not self.active:
             return windows
         rows = self.rows(windows.batch_size)
-        return Windows(windows.inputs[rows], windows.targets[rows], windows.seq_len)
+        return windows.rows(rows)
 
 
 def byte_tensor(data: bytes) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +13,10 @@ from charrnn.model import CharRNN
 
 
 @torch.inference_mode()
-def total_loss(model: CharRNN, windows: Windows, device: torch.device, max_windows: Optional[int] = None) -> tuple[float, int]:
-    """Sum of -ln p over every predicted character, and how many there were; the state runs across windows."""
+def total_loss(model: CharRNN, windows: Windows, device: torch.device, max_windows: Optional[int] = None,
+               progress: Optional[Callable[[float], None]] = None) -> tuple[float, int]:
+    """Sum of -ln p over every predicted character, and how many there were; the state runs across windows.
+    `progress` hears the fraction done after each window."""
     was_training = model.training
     model.eval()
     state = model.initial_state(windows.batch_size, device)
@@ -27,6 +29,8 @@ def total_loss(model: CharRNN, windows: Windows, device: torch.device, max_windo
         nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
                                 reduction="sum", ignore_index=IGNORE).item()
         count += int((targets != IGNORE).sum())
+        if progress is not None:
+            progress((index + 1) / limit)
     model.train(was_training)
     return nats, count
 

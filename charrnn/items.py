@@ -17,6 +17,7 @@ from charrnn.streams import TextSpool
 from charrnn.vocab import Vocab
 
 LINE_END = "\n"
+CRLF = "\r\n"
 # --json holds the prime in every object; a prime piped without end would fill memory instead.
 JSON_PRIME_LIMIT = 1 << 20  # characters
 
@@ -26,6 +27,7 @@ def endings(vocab: Vocab, stops: Sequence[str], lines: bool) -> tuple[str, ...]:
     be generated: a sample would then run on to --length and the user never learn why."""
     if lines and LINE_END not in vocab:
         raise CharRNNError("--lines: this model never saw a newline, so no line would end; use --stop STR instead")
+    stops = [vocab.in_form(stop) for stop in stops]  # as the model writes them: in its corpus's Unicode form
     for stop in stops:
         if not stop:
             raise SettingError("--stop needs some text: an empty string would end every sample before it began")
@@ -33,7 +35,8 @@ def endings(vocab: Vocab, stops: Sequence[str], lines: bool) -> tuple[str, ...]:
         if unseen:
             raise CharRNNError(f"--stop {stop!r} holds characters the model never writes ({', '.join(map(repr, unseen))}), "
                                "so it could never end a sample; give text made of characters the model knows")
-    return tuple(stops) + ((LINE_END,) if lines else ())
+    line_ends = (LINE_END, CRLF) if "\r" in vocab else (LINE_END,)  # a CRLF text's line keeps no \r as an item
+    return tuple(stops) + (line_ends if lines else ())
 
 
 class SampleText:

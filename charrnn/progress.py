@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 PLAIN_LOG_INTERVAL_S = 10.0
+QUIET_WORK_S = 2.0  # work shorter than this shows no progress at all
 
 
 def format_duration(seconds: float) -> str:
@@ -31,13 +32,52 @@ def format_stats(step: int, train_loss: Optional[float], val_loss: Optional[floa
     return " | ".join(parts)
 
 
+def live_on(stream) -> bool:
+    """Whether `stream` takes a live bar: a terminal that allows colour and control codes."""
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+class Meter:
+    """Progress through long work other than training (`charrnn eval`), on stderr: nothing for the first
+    `quiet_s` seconds, then a bar on a terminal, else a plain line every PLAIN_LOG_INTERVAL_S."""
+
+    def __init__(self, what: str, stream=None, quiet_s: float = QUIET_WORK_S):
+        self.what, self.stream, self.quiet_s = what, stream or sys.stderr, quiet_s
+        self.started, self.last_plain = time.monotonic(), -float("inf")
+        self.bar: Optional[Progress] = None
+        self.task = None
+
+    def __call__(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self.started < self.quiet_s:
+            return
+        eta = (now - self.started) * (1 - fraction) / max(fraction, 1e-9)
+        if live_on(self.stream):
+            if self.bar is None:
+                self.bar = Progress(TextColumn(self.what), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                    TextColumn("eta {task.fields[eta]}"),
+                                    console=Console(file=self.stream, highlight=False), transient=True)
+                self.task = self.bar.add_task(self.what, total=1.0, eta="")
+                self.bar.start()
+            self.bar.update(self.task, completed=min(fraction, 1.0), eta=format_duration(eta))
+        elif now - self.last_plain >= PLAIN_LOG_INTERVAL_S:
+            self.last_plain = now
+            print(f"charrnn: {self.what} {min(fraction, 1.0) * 100:3.0f}% | eta {format_duration(eta)}",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 class Reporter:
     """Everything training says goes through here, to stderr only."""
 
     def __init__(self, quiet: bool = False, stream=None, on_progress: Optional[Callable[[dict], None]] = None):
         stream = stream or sys.stderr
         self.quiet, self.on_progress = quiet, on_progress
-        live = stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        live = live_on(stream)
         self.console = Console(file=stream, no_color=not live, highlight=False, force_terminal=live or None)
         self.bar: Optional[Progress] = None
         self.task = None

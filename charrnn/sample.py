@@ -41,7 +41,9 @@ def chosen_seed(seed: Optional[int]) -> int:
 
 
 def prime_ids(vocab: Vocab, prime: str) -> np.ndarray:
-    """The prime's ids; refused, naming the characters, when the model cannot read some of them."""
+    """The prime's ids, in the Unicode form the model knows (`Vocab.reading`); refused, naming the characters,
+    when the model cannot read some of them."""
+    prime = vocab.in_form(prime)
     ids = vocab.lookup(code_points(prime))
     if (ids == UNKNOWN).any():  # one vectorized test; the slow naming only on the way out
         raise CharRNNError(

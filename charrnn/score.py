@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, State
 from charrnn.streams import TextSpool, refuse_binary, text_input
-from charrnn.vocab import UNKNOWN, Vocab, code_points
+from charrnn.vocab import Vocab
 
 BATCH_LINES = 64  # lines per forward pass: enough to fill the matmuls, few enough to stream promptly
 BATCH_CHARS = 32_768  # cap on padded characters per batch, so one long line does not get 63 long companions
@@ -68,10 +68,9 @@ def newline_id(vocab: Vocab) -> int:
 
 
 def known_ids(text: str, vocab: Vocab) -> tuple[np.ndarray, int]:
-    """The ids of the text's known characters, and how many unknown characters were dropped."""
-    looked_up = vocab.lookup(code_points(text)) if text else np.empty(0, dtype=np.int32)
-    known = looked_up[looked_up != UNKNOWN]
-    return known.astype(np.int64), len(looked_up) - len(known)
+    """The ids of the text's known characters (in the form the vocabulary knows), and how many unknown were dropped."""
+    _, ids, known = vocab.reading(text)
+    return ids.astype(np.int64), len(known) - len(ids)
 
 
 def line_ids(line: str, vocab: Vocab, newline: int) -> tuple[np.ndarray, int]:

@@ -21,6 +21,7 @@ from charrnn.errors import CharRNNError, SettingError, escaped
 
 DECODING_ERRORS = ("strict", "replace", "ignore")  # what --errors may say about undecodable bytes
 SPOOL_IN_MEMORY = 1 << 20  # bytes a spool keeps in memory before it moves to a temporary file
+DECODING_FIX = "pass --encoding to name its encoding, or --errors replace"
 
 
 def display_name(name: str) -> str:
@@ -28,9 +29,29 @@ def display_name(name: str) -> str:
     return "<stdin>" if name == "-" else escaped(name)
 
 
+def reading_codec(encoding: str) -> str:
+    """The codec that reads `encoding`: UTF-8 as utf-8-sig, so that a byte-order mark opening a file is no character."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
+    return "utf-8-sig" if name == "utf-8" else encoding
+
+
+def undecodable(name: str, encoding: str, where: str = "", fix: str = DECODING_FIX) -> CharRNNError:
+    """The error for input that is not valid in its encoding; `where`: e.g. "at byte 6"."""
+    return CharRNNError(f"{display_name(name)}: not valid {encoding}{' ' + where if where else ''}; {fix}")
+
+
+def binary_input(name: str, where: str) -> CharRNNError:
+    """The error for input holding a NUL byte (`where`: e.g. "on line 3"): text has none, binary files plenty."""
+    return CharRNNError(f"{display_name(name)}: looks binary (NUL byte {where}); give a text file, name its "
+                        "encoding with --encoding (e.g. utf-16), or pass --errors replace")
+
+
 @contextlib.contextmanager
 def text_input(name: str, encoding: str = "utf-8", errors: str = "strict", newline: Optional[str] = "\n",
-               fix: str = "pass --encoding to name its encoding, or --errors replace") -> Iterator[TextIO]:
+               fix: str = DECODING_FIX) -> Iterator[TextIO]:
     """A text stream over a file, FIFO or device (`-`: stdin, left open afterwards), read lazily.
 
     newline="\n" splits lines on line feeds only and keeps any carriage return, as a corpus has it.
@@ -38,21 +59,18 @@ def text_input(name: str, encoding: str = "utf-8", errors: str = "strict", newli
     """
     if name != "-":
         refuse_unreadable(name)
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
+    codec = reading_codec(encoding)
     if errors not in DECODING_ERRORS:
         raise SettingError(f"unknown --errors {errors!r}; choose one of {', '.join(DECODING_ERRORS)}")
     try:
         binary = sys.stdin.buffer if name == "-" else open(name, "rb")  # a FIFO or device opens like a file
     except OSError as error:
         raise CharRNNError(f"{display_name(name)}: cannot read: {error.strerror or error}") from None
-    stream = io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline=newline)
+    stream = io.TextIOWrapper(binary, encoding=codec, errors=errors, newline=newline)
     try:
         yield stream
     except UnicodeDecodeError:
-        raise CharRNNError(f"{display_name(name)}: not valid {encoding}; {fix}") from None
+        raise undecodable(name, encoding, fix=fix) from None
     finally:
         if name == "-":
             stream.detach()  # stdin stays usable (and open) for whoever reads it next
@@ -91,9 +109,7 @@ def refuse_binary(name: str, text: str, line: Optional[int] = None) -> None:
     """
     nul = text.find("\x00")
     if nul >= 0:
-        where = f"on line {line}" if line is not None else f"at character {nul + 1}"
-        raise CharRNNError(f"{display_name(name)}: looks binary (NUL byte {where}); give a text file, name its "
-                           "encoding with --encoding (e.g. utf-16), or pass --errors replace")
+        raise binary_input(name, f"on line {line}" if line is not None else f"at character {nul + 1}")
 
 
 class TextSpool:

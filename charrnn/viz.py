@@ -19,7 +19,7 @@ from charrnn import names
 from charrnn.errors import CharRNNError, SettingError
 from charrnn.model import model_from_checkpoint
 from charrnn.streams import refuse_binary, text_input
-from charrnn.vocab import UNKNOWN, Vocab, code_points
+from charrnn.vocab import Vocab
 
 GATE_KINDS = ("input_gate", "forget_gate", "output_gate", "reset_gate", "update_gate")  # sigmoids: 0..1
 
@@ -54,14 +54,13 @@ def trace_text(payload: dict, text: str, device: Optional[torch.device] = None) 
     if not text:
         raise CharRNNError("nothing to look at: the text is empty; pass --text, a FILE, or pipe text in")
     vocab = Vocab(payload["vocab"])
-    looked_up = vocab.lookup(code_points(text))
-    known = looked_up != UNKNOWN
+    text, known_ids, known = vocab.reading(text)
     if not known.any():
         raise CharRNNError(f"the model never saw any character of this text ({vocab.unknown_chars(text)[:20]!r}); "
                            "give text like its training corpus")
     model = model_from_checkpoint(payload, impl="cells", device=device)  # same weights, the cells can show their gates
     start = vocab.chars.index("\n") if "\n" in vocab else 0
-    ids = torch.from_numpy(np.append(start, looked_up[known]).astype(np.int64)).unsqueeze(0).to(device or "cpu")
+    ids = torch.from_numpy(np.append(start, known_ids).astype(np.int64)).unsqueeze(0).to(device or "cpu")
     outputs, _, internals = model.rnn.trace(model.embedding(ids))
     # Position 0 reads the start character; position t+1 has just read the t-th known character.
     activations = {(layer, kind): spread(values[0, 1:].float().cpu().numpy(), known)

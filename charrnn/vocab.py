@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 from charrnn.errors import CharRNNError
 
 UNKNOWN = -1
+# The forms tried, in this order, on text holding characters the vocabulary lacks as written.
+FORMS = ("NFC", "NFD")
 
 
 def code_points(text: str) -> np.ndarray:
@@ -60,6 +64,28 @@ class Vocab:
         inside = points < len(self._table)
         ids[inside] = self._table[points[inside]]
         return ids
+
+    def reading(self, text: str) -> tuple[str, np.ndarray, np.ndarray]:
+        """`text` as the model reads it: in the Unicode form it knows best, the ids (int32) of the characters it
+        knows, and which characters those are. The form is the text's own when every character is known, else
+        composed (NFC) or decomposed (NFD), whichever leaves fewest unknown: a corpus may be in either form."""
+        best: tuple = ()
+        for form in (None, *FORMS):
+            if form is not None and unicodedata.is_normalized(form, text):
+                continue  # the same text again
+            candidate = text if form is None else unicodedata.normalize(form, text)
+            looked_up = self.lookup(code_points(candidate))
+            known = looked_up != UNKNOWN
+            missing = len(known) - int(np.count_nonzero(known))
+            if not best or missing < best[0]:
+                best = (missing, candidate, looked_up[known], known)
+            if missing == 0:
+                break
+        return best[1:]
+
+    def in_form(self, text: str) -> str:
+        """`text` in the Unicode form this vocabulary knows best (see `reading`): for primes and stop strings."""
+        return self.reading(text)[0]
 
     def unknown_chars(self, text: str) -> str:
         """The distinct characters of `text` this vocabulary lacks, in order of first appearance."""

@@ -1,6 +1,7 @@
 """Corpus sources, the one-pass streaming encoder (the same ids as the sorted vocabulary, at any size and
 alphabet), the cache, and the TBPTT windows."""
 
+import codecs
 import io
 import os
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from charrnn import data
+from charrnn import data, streams
 from charrnn.data import IGNORE, Source, encode_with_new_vocab, evaluation_windows, load_corpus, split, training_windows
 from charrnn.errors import CharRNNError
 from charrnn.vocab import Vocab, code_points
@@ -50,6 +51,28 @@ def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
     assert "\ufffd" in load_corpus([str(path)], errors="replace").vocab.chars
     latin = load_corpus([str(path)], encoding="latin-1")
     assert latin.vocab.decode(latin.ids) == "hello \xff world"
+
+
+def test_a_byte_order_mark_opening_each_file_is_no_character(tmp_path):
+    first, second, bad = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "bad.txt"
+    first.write_bytes(codecs.BOM_UTF8 + "ab\n".encode())
+    second.write_bytes(codecs.BOM_UTF8 + "cd\ufeff\n".encode())
+    corpus = load_corpus([str(first), str(second)], encoding="UTF8")
+    assert corpus.vocab.decode(corpus.ids) == "ab\ncd\ufeff\n"  # inside a text, U+FEFF is a character
+    assert load_corpus([str(first)], vocab=Vocab("ab\n")).oov == 0
+    with streams.text_input(str(first)) as stream:  # score, viz, a piped prime
+        assert stream.read() == "ab\n"
+    bad.write_bytes(codecs.BOM_UTF8 + b"hello \xff")
+    with pytest.raises(CharRNNError, match=r"bad.txt: not valid utf-8 at byte 9"):
+        load_corpus([str(bad)])
+
+
+def test_text_read_with_a_vocabulary_is_put_in_its_form_whole_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_BYTES", 5)  # "cafe" | "\u0301...": the accent in the next chunk
+    path = tmp_path / "nfd.txt"
+    path.write_text("cafe\u0301\n" * 5, encoding="utf-8")
+    corpus = load_corpus([str(path)], vocab=Vocab("\ncaf\u00e9"), use_cache=False)
+    assert corpus.oov == 0 and corpus.vocab.decode(corpus.ids) == "caf\u00e9\n" * 5
 
 
 def test_encoding_with_a_given_vocabulary_counts_unknown_characters(tmp_path):
@@ -93,8 +116,10 @@ def test_evaluation_windows_predict_every_character_once(dtype):
         targets = torch.cat([windows[i][1] for i in range(len(windows))], dim=1).flatten()
         assert torch.equal(targets[targets != IGNORE], torch.from_numpy(ids[1:length].astype(np.int64)))
     assert evaluation_windows(ids[:50], seq_len=32).batch_size == 1
-    # Held in the ids' own width: one byte an input and two a target for a small vocabulary.
-    assert windows.inputs.itemsize == ids.itemsize and windows.targets.itemsize == 2
+    # Held once: the windows read the ids themselves, and a share of the streams reads the same rows.
+    assert windows.ids.base is ids or windows.ids is ids
+    share = windows.rows(slice(1, 3))
+    assert all(torch.equal(share[i][j], windows[i][j][1:3]) for i in range(len(windows)) for j in (0, 1))
 
 
 def test_corpus_shorter_than_a_window_is_a_clear_error():

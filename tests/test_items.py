@@ -91,3 +91,16 @@ def test_with_lines_a_sample_is_written_after_the_prime_s_last_line():
             prime.write(piece)
         assert prime.text() == shown
         prime.close()
+
+
+def test_a_line_of_crlf_text_ends_without_its_carriage_return():
+    crlf = Vocab("\r\n abc")
+    stops = endings(crlf, [], lines=True)
+    assert "".join(cut("ab c\r\nabc", stops)[0]) == "ab c"
+    assert "".join(cut("ab\rc\nabc", stops)[0]) == "ab\rc"  # a lone \r is text
+    assert endings(VOCAB, [], lines=True) == ("\n",)
+
+
+def test_stop_strings_are_read_in_the_corpus_form():
+    decomposed = Vocab("\ncafe\u0301")
+    assert endings(decomposed, ["caf\u00e9"], lines=False) == ("cafe\u0301",)
