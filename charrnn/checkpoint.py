@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from charrnn import cache, hf
+from charrnn import hf, layout, writes
 from charrnn.config import ModelConfig, TrainConfig, from_dict
 from charrnn.errors import CharRNNError, escaped
 from charrnn.layout import BEST, LAST, RUNS_DIR  # noqa: F401 (used as checkpoint.BEST, ... across the package)
@@ -40,49 +40,25 @@ ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeErro
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
-    """Write to a temporary file, fsync, then rename: a crash leaves the old file or the new one, never half of one."""
+    """Write through a synced temporary, then rename: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     payload = {"format_version": FORMAT_VERSION, **payload}
-    # A process killed mid-write (SIGKILL, power loss) leaves its temporary file behind; sweep those up.
-    cache.remove_orphans(path.parent, f".{path.name}.*.tmp")
-    temporary = cache.temporary_name(path)
     try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask decides, as for any file
-    except OSError as error:
-        raise unwritable(path, error) from None
-    try:
-        with os.fdopen(handle, "wb") as f:
+        with writes.written_atomically(path, durable=True) as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
     except (OSError, RuntimeError) as error:  # torch reports a failed write (disk full) as RuntimeError
-        Path(temporary).unlink(missing_ok=True)
         raise unwritable(path, error) from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    sync_directory(path.parent)
 
 
 def unwritable(path: Path, error: Exception) -> CharRNNError:
+    """The line for a run's file that could not be written, with the advice that works for what the run holds."""
     reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed; is the disk full?"
-    return CharRNNError(f"cannot write {path} ({reason}); the checkpoints already in {path.parent} are intact; "
-                        "free some space or make the directory writable, then continue with --resume")
-
-
-def sync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    if (path.parent / LAST).is_file():
+        then = f"the checkpoints already in {path.parent} are intact; free some space or make the directory " \
+               "writable, then continue with --resume"
+    else:
+        then = "free some space or make the directory writable, then train again (or choose another --out)"
+    return CharRNNError(f"cannot write {path} ({reason}); {then}")
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -311,10 +287,7 @@ def difference(expected: dict, actual: dict) -> str:
 
 def newest_run(runs_dir: Path = RUNS_DIR) -> Optional[Path]:
     """The run directory whose checkpoints were written most recently."""
-    candidates = [p for p in runs_dir.glob("*/*.pt") if p.name in (BEST, LAST)] if runs_dir.is_dir() else []
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime).parent
+    return max(layout.run_directories(runs_dir), key=layout.last_written, default=None)
 
 
 def resolve_checkpoint(argument: Optional[str], prefer: str = BEST) -> Path:

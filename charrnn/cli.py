@@ -68,7 +68,7 @@ def product_output():
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        raise typer.Exit(0)
+        raise typer.Exit(0) from None
 
 
 @app.command()
@@ -104,6 +104,9 @@ def train(
 
     Checkpoints and metrics go to the run directory (default runs/<corpus name>).
     """
+    from charrnn.pacing import process_started
+
+    started = process_started()  # --time is the whole command's: its imports and set-up spend it too
     from charrnn import api
 
     corpus = corpus or []
@@ -113,7 +116,7 @@ def train(
                   hidden=hidden, embed=embed, dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, seed=seed, schedule_steps=schedule_steps, val_fraction=val_fraction,
                   eval_every=eval_every, device=device, impl=impl, precision=precision, encoding=encoding,
-                  errors=errors, init_from=init_from)
+                  errors=errors, init_from=init_from, started=started)
     except TrainingInterrupted as stop:  # typer ends any KeyboardInterrupt in silence: say first what was saved
         if ranks.is_main():
             print(f"charrnn: {stop}", file=sys.stderr)
@@ -450,14 +453,14 @@ def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
     from charrnn import corpora
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    console = Console(file=sys.stderr, highlight=False)
+
+    def say(message: str) -> None:
+        console.print(f"charrnn: {message}", markup=False, soft_wrap=True)
+
     for name in arguments:
         if not corpora.is_named_corpus(name):
             continue
-        console = Console(file=sys.stderr, highlight=False)
-
-        def say(message: str) -> None:
-            console.print(f"charrnn: {message}", markup=False, soft_wrap=True)
-
         log = None if quiet else say  # -q silences progress, never a security warning (warn=say)
         if quiet or not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
             corpora.fetch(name, log=log, warn=say)
@@ -465,8 +468,8 @@ def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
         with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
                       transient=True) as bar:
             task = bar.add_task(name, total=None)
-            corpora.fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), log=log,
-                          warn=say)
+            corpora.fetch(name, progress=lambda done, total, bar=bar, task=task: bar.update(task, completed=done, total=total),
+                          log=log, warn=say)
 
 
 @corpus_app.command("list")

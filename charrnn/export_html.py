@@ -14,7 +14,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from charrnn import cache
+from charrnn import writes
 from charrnn.config import ModelConfig, from_dict
 from charrnn.errors import CharRNNError
 from charrnn.model import parameter_shapes
@@ -22,13 +22,14 @@ from charrnn.model import parameter_shapes
 TEMPLATE = "export_page.html"
 
 
-def write_html(payload: dict, path: Path) -> None:
+def write_html(payload: dict, path: Path, force: bool = False) -> None:
     """Write a checkpoint's model (a payload from `checkpoint.load_checkpoint`) as a self-contained page."""
     path = Path(path)
     if path.is_dir():
         raise CharRNNError(f"-o {path} is a folder; name the page to write, e.g. {path / 'model.html'}")
+    writes.check_targets([path], force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_atomically(path, render_html(payload).encode("utf-8"))
+    writes.write_atomically(path, render_html(payload).encode("utf-8"))
 
 
 def render_html(payload: dict) -> str:

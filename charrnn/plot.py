@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from charrnn import install_command
+from charrnn import install_command, writes
 from charrnn.errors import CharRNNError
 from charrnn.layout import METRICS
 
@@ -97,7 +97,8 @@ def save_plot(history: list[dict], path: Path, title: Optional[str] = None) -> N
     axes.legend()
     figure.tight_layout()
     try:
-        figure.savefig(path)
+        with writes.written_atomically(Path(path)) as f:  # never through a link at `path`
+            figure.savefig(f, format=Path(path).suffix[1:] or None)
     except (OSError, ValueError) as error:
         raise CharRNNError(f"cannot write the plot to {path}: {error}") from None
     finally:

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from charrnn import cache, checkpoint
+from charrnn import layout, writes
 from charrnn.errors import CharRNNError
+from charrnn.layout import LAST, METRICS
 
 try:
     import fcntl
@@ -24,18 +25,21 @@ except ImportError:  # Windows: no flock; runs there are not protected against a
 LOCK = ".lock"
 
 _held: dict[Path, int] = {}  # run directory -> descriptor of its lock file, for the life of this process
-_created: set[Path] = set()  # run directories this process made (a run that never starts removes them)
+# What this process created for the run it holds (the directory, its lock file, a new run's metrics.jsonl):
+# a run that fails before its first checkpoint removes them again, and nothing else.
+_made: set[Path] = set()
 
 
 def unwritable(folder: Path, error: OSError) -> CharRNNError:
-    return CharRNNError(f"cannot write to the run directory {folder} ({error.strerror or error}); choose another with --out")
+    return CharRNNError(f"cannot write to the run directory {folder} ({error.strerror or error}); "
+                        "free some space or make it writable, or choose another with --out")
 
 
 def require_writable(folder: Path) -> None:
     """Create and remove a file: a directory whose files are writable may still refuse new ones (chattr +i)."""
-    probe = cache.temporary_name(folder / "write-test")
+    probe = writes.temporary_name(folder / "write-test")
     try:
-        probe.write_bytes(b"")
+        os.close(writes.create_new(probe))
         probe.unlink()
     except OSError as error:
         raise unwritable(folder, error) from None
@@ -45,10 +49,6 @@ class Busy(CharRNNError):
     """Another process trains in this run directory."""
 
 
-def has_run(folder: Path) -> bool:
-    return (folder / checkpoint.LAST).exists() or (folder / checkpoint.BEST).exists()
-
-
 def holder(lock_file: Path) -> str:
     try:
         return lock_file.read_text().strip() or "unknown"
@@ -56,14 +56,19 @@ def holder(lock_file: Path) -> str:
         return "unknown"
 
 
-def lock(folder: Path) -> None:
-    """Hold `folder`'s lock until this process ends; raise Busy, naming the holder's pid, if another has it."""
+def hold(folder: Path) -> bool:
+    """Take `folder`'s lock without writing to it (raise Busy, naming the holder's pid, if another has it):
+    until the folder is known to be a run or empty, its .lock may be the user's. Whether it was not held yet."""
     key = folder.resolve()
     if key in _held:
-        return
+        return False
     lock_file = folder / LOCK
     try:
-        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            descriptor = writes.open_in_place(lock_file, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+            _made.add(key / LOCK)
+        except FileExistsError:
+            descriptor = writes.open_in_place(lock_file, os.O_RDWR)
     except OSError as error:
         raise unwritable(folder, error) from None
     try:
@@ -71,31 +76,58 @@ def lock(folder: Path) -> None:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(descriptor)
+        _made.discard(key / LOCK)
         raise Busy(f"{folder} is in use: another charrnn train (pid {holder(lock_file)}) is writing to it; "
                    "wait for it to finish, or pass --out NEW_DIR") from None
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"{os.getpid()}\n".encode())
     _held[key] = descriptor
-    cache.remove_orphans(folder)  # sole writer now: what a killed run left half-written goes
+    return True
+
+
+def stamp(folder: Path) -> None:
+    """Write this process's id into the lock it holds (for Busy's message), and, sole writer now, sweep what
+    a killed run left half-written."""
+    descriptor = _held[folder.resolve()]
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+    except OSError as error:
+        raise unwritable(folder, error) from None
+    writes.remove_orphans(folder)
+
+
+def lock(folder: Path) -> None:
+    """Hold `folder`'s lock until this process ends (or `release`), for a folder known to be free for a run."""
+    if hold(folder):
+        stamp(folder)
 
 
 def release(folder: Path) -> None:
     """Give the lock back before this process ends (for callers that train several runs in one process)."""
-    descriptor = _held.pop(folder.resolve(), None)
+    key = folder.resolve()
+    descriptor = _held.pop(key, None)
     if descriptor is not None:
         os.close(descriptor)
+    _made.difference_update({key / LOCK, key / METRICS})
 
 
 def make(folder: Path) -> None:
-    """Create `folder` (and its parents) if missing, remembering that this process made it."""
+    """Create `folder` (and its parents) if missing, remembering that this process made it. The folder
+    itself may not be a link: charrnn writes only into its own."""
+    writes.refuse_link(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir()
-        _created.add(folder.resolve())
+        _made.add(folder.resolve())
     except FileExistsError:
         pass
     except OSError as error:
         raise unwritable(folder, error) from None
+
+
+def strangers(folder: Path) -> list[str]:
+    """The names in `folder` besides a lock file this process made there."""
+    mine = {LOCK} if folder.resolve() / LOCK in _made else set()
+    return sorted(path.name for path in folder.iterdir() if path.name not in mine)
 
 
 def default_directory(base: Path, processes: int = 1) -> Path:
@@ -105,7 +137,7 @@ def default_directory(base: Path, processes: int = 1) -> Path:
     run, which rank 0 then locks like a directory given with --out.
     """
     if processes > 1:
-        return next(candidate for candidate in numbered(base) if not has_run(candidate))
+        return next(candidate for candidate in numbered(base) if not layout.is_run(candidate))
     return claim_default(base)
 
 
@@ -117,38 +149,54 @@ def numbered(base: Path) -> Iterator[Path]:
 
 
 def claim_default(base: Path) -> Path:
-    """`base`, or `base-2`, `base-3`, ...: the first that holds no run, created and locked at once.
+    """`base`, or `base-2`, `base-3`, ...: the first that is empty, created and locked at once.
 
     mkdir and the lock are both atomic, so two runs started together never pick the same directory.
     """
     for candidate in numbered(base):
+        if candidate.is_symlink():
+            continue
         make(candidate)
         try:
-            lock(candidate)
+            if not hold(candidate):  # this process trains there already
+                continue
         except Busy:
             continue
-        if not has_run(candidate):
-            return candidate
-        release(candidate)
+        if strangers(candidate):  # a run, or files of the user's: not ours to write into
+            abandon(candidate)
+            continue
+        with removed_if_unused(candidate):
+            stamp(candidate)
+        return candidate
 
 
 def prepare(out_dir: Path, resume: bool, force: bool) -> None:
-    """Create and lock the run directory, and check that it holds what --resume or --force expect."""
+    """Create and lock the run directory, and check that it holds what --resume or --force expect: without
+    either, only an empty folder is written to."""
+    writes.refuse_link(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CharRNNError(f"--out {out_dir} is an existing file; name a directory for the run")
     make(out_dir)
-    lock(out_dir)
-    require_writable(out_dir)
-    if resume and not (out_dir / checkpoint.LAST).is_file():
-        raise CharRNNError(f"{out_dir}: no {checkpoint.LAST} to resume from; train without --resume first")
-    if has_run(out_dir) and not resume and not force:
+    hold(out_dir)
+    if resume and not (out_dir / LAST).is_file():
+        raise CharRNNError(f"{out_dir}: no {LAST} to resume from; train without --resume first")
+    if layout.is_run(out_dir) and not resume and not force:
         raise CharRNNError(f"{out_dir} already holds a run; continue it with --resume, "
                            "or pass --out NEW_DIR, or --force to overwrite")
+    found = strangers(out_dir)
+    if found and not (resume or force):
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise CharRNNError(f"{out_dir} is not empty ({shown}) and holds no charrnn run; charrnn writes only into an "
+                           "empty folder or a run of its own: pass --out NEW_DIR, or --force to write there")
+    require_writable(out_dir)
+    if not resume and not (out_dir / METRICS).exists():
+        _made.add(out_dir.resolve() / METRICS)
+    stamp(out_dir)
 
 
 @contextlib.contextmanager
 def removed_if_unused(out_dir: Path) -> Iterator[None]:
-    """Around a run's set-up: if it fails (bad corpus, Ctrl-C), leave no empty run directory behind."""
+    """Around a run's set-up: if it fails (bad corpus, Ctrl-C, a full disk), leave nothing behind."""
     try:
         yield
     except BaseException:
@@ -157,12 +205,19 @@ def removed_if_unused(out_dir: Path) -> Iterator[None]:
 
 
 def abandon(out_dir: Path) -> None:
-    """Undo `prepare` for a run that never started: a directory it made that holds nothing but the lock goes."""
-    if out_dir.resolve() not in _held:
+    """Undo a run that never wrote a checkpoint: what this process made for it goes (the lock file, a new run's
+    metrics.jsonl, the directory if it made it and it is empty then), and the lock is given back. A folder that
+    holds a run keeps everything."""
+    key = out_dir.resolve()
+    if key not in _held:
         return
+    if not layout.is_run(out_dir):
+        for path in (key / METRICS, key / LOCK):
+            if path in _made and not path.is_symlink():
+                path.unlink(missing_ok=True)
     release(out_dir)
-    if out_dir.resolve() in _created and [p.name for p in out_dir.iterdir()] == [LOCK]:
-        (out_dir / LOCK).unlink(missing_ok=True)
+    if key in _made and not layout.is_run(out_dir):
+        _made.discard(key)
         try:
             out_dir.rmdir()
         except OSError:

@@ -53,7 +53,7 @@ def fastest_threads(steps: Iterator[Step], choices: tuple[int, ...], probe: int,
         yield from steps
         return
     while True:
-        seconds_per_step = {}
+        seconds_per_step: dict[int, float] = {}
         for threads in choices:
             torch.set_num_threads(threads)
             start = clock()
@@ -62,9 +62,10 @@ def fastest_threads(steps: Iterator[Step], choices: tuple[int, ...], probe: int,
             yield from timed
             if len(timed) < probe:
                 return
-        torch.set_num_threads(min(seconds_per_step, key=seconds_per_step.get))
+        torch.set_num_threads(min(seconds_per_step, key=seconds_per_step.__getitem__))
         ran = 0
-        for ran, step in enumerate(itertools.islice(steps, every), start=1):
+        for step in itertools.islice(steps, every):
+            ran += 1
             yield step
         if ran < every:
             return

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from charrnn import budget, cache, checkpoint, distributed, finetune, rundir
+from charrnn import budget, checkpoint, distributed, finetune, rundir, writes
 from charrnn.config import ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.data import evaluation_windows, load_corpus, training_windows
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
@@ -119,9 +119,9 @@ def write_metrics(out_dir: Path, history: list) -> None:
     on --resume without the lines a killed run wrote after its last checkpoint (those steps run again)."""
     path = out_dir / METRICS
     try:
-        cache.write_atomically(path, "".join(json.dumps(entry) + "\n" for entry in history).encode("utf-8"))
+        writes.write_atomically(path, "".join(json.dumps(entry) + "\n" for entry in history).encode("utf-8"))
     except OSError as error:
-        raise CharRNNError(f"cannot write {path} ({error.strerror or error}); choose another run directory with --out") from None
+        raise checkpoint.unwritable(path, error) from None
 
 
 def require_memory(config: ModelConfig, device: torch.device) -> None:
@@ -356,8 +356,11 @@ class Trainer:
                  "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "chars_per_s": round(chars_per_s, 1)}
         self.progress.history.append(entry)
         if self.group.is_main:
-            with open(self.out_dir / METRICS, "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
+            try:
+                with writes.appending(self.out_dir / METRICS) as f:
+                    f.write(json.dumps(entry) + "\n")
+            except OSError as error:
+                raise checkpoint.unwritable(self.out_dir / METRICS, error) from None
         criterion = val_loss if val_loss is not None else train_loss
         if criterion < self.progress.best_val_loss:
             self.progress.best_val_loss = criterion
@@ -370,6 +373,9 @@ class Trainer:
         lock is given back, so that a process that trains (a notebook) leaves the run free to resume elsewhere."""
         try:
             return self.train_to_budget()
+        except BaseException:
+            rundir.abandon(self.out_dir)  # a new run that fails before its first checkpoint leaves nothing behind
+            raise
         finally:
             rundir.release(self.out_dir)
 

@@ -145,6 +145,20 @@ def test_full_disk_keeps_the_previous_checkpoints(cli, tiny_run):
     assert contents(run) == before  # the old checkpoints, byte for byte, and no temporary file left
 
 
+def test_a_new_run_on_a_full_disk_names_the_file_and_leaves_nothing(cli, corpus_file):
+    """The first checkpoint cannot be written: one line naming it, advice that works (not --resume), no folder."""
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # the lock and metrics fit; a checkpoint does not
+
+    result = subprocess.run(charrnn_command() + ["train", str(corpus_file), "-o", "new", "--steps", "3", *TINY_MODEL,
+                                                 "--eval-every", "1", "-q"],
+                            cwd=cli.cwd, env=cli.env, text=True, capture_output=True, timeout=300,
+                            stdin=subprocess.DEVNULL, preexec_fn=small_files)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot write {Path('new') / 'best.pt'}" in result.stderr and "train again" in result.stderr
+    assert "--resume" not in result.stderr and not (cli.cwd / "new").exists()
+
+
 def make_unwritable(folder: Path) -> None:
     """chmod for ordinary users; root ignores permissions, but not the immutable attribute."""
     if os.geteuid() != 0:

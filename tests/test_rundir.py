@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import charrnn
 from charrnn import checkpoint, rundir
@@ -112,3 +116,98 @@ def test_a_run_trained_in_process_gives_its_lock_back(corpus_file, tmp_path, mon
     charrnn.train(corpus_file, out=tmp_path / "run", steps=2, hidden=16, embed=8, seq_len=16, batch_size=2, device="cpu")
     with open(tmp_path / "run" / rundir.LOCK) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError while any descriptor holds it
+
+
+SECRET = b"the user's own file\n"
+
+
+def test_a_lock_that_is_a_link_is_neither_truncated_nor_written(cli, tiny_run):
+    run, secret = cli.cwd / "run", cli.cwd / "secret.txt"
+    shutil.copytree(tiny_run, run)
+    secret.write_bytes(SECRET)
+    (run / rundir.LOCK).unlink(missing_ok=True)
+    (run / rundir.LOCK).symlink_to(secret)
+    refused = cli("train", "-o", run, "--resume", "--steps", "151", "-q", check_rc=1)
+    assert refused.stderr.count("\n") == 1 and "is a symbolic link" in refused.stderr, refused.stderr
+    for resume in (True, False):  # --resume, and a new run with --force
+        with pytest.raises(CharRNNError, match="is a symbolic link"), rundir.removed_if_unused(run):
+            rundir.prepare(run, resume=resume, force=not resume)
+    assert secret.read_bytes() == SECRET and (run / rundir.LOCK).is_symlink()
+
+
+def test_a_lock_that_is_a_hard_link_to_a_users_file_is_refused(tmp_path):
+    secret, run = tmp_path / "secret.txt", tmp_path / "run"
+    secret.write_bytes(SECRET)
+    run.mkdir()
+    os.link(secret, run / rundir.LOCK)
+    with pytest.raises(CharRNNError, match="not a plain file of charrnn's own"), rundir.removed_if_unused(run):
+        rundir.prepare(run, resume=False, force=True)
+    assert secret.read_bytes() == SECRET
+
+
+def test_a_run_directory_that_is_a_link_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "run").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(CharRNNError, match="is a symbolic link"):
+        rundir.prepare(tmp_path / "run", resume=False, force=True)
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", rundir.LOCK])
+def test_a_folder_of_the_users_is_no_run_and_written_only_with_force(tmp_path, name):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / name).write_bytes(SECRET)
+    with pytest.raises(CharRNNError, match=rf"not empty \({re.escape(name)}\) and holds no charrnn run.*--force"):
+        with rundir.removed_if_unused(folder):
+            rundir.prepare(folder, resume=False, force=False)
+    assert [p.name for p in folder.iterdir()] == [name] and (folder / name).read_bytes() == SECRET
+    claimed = rundir.default_directory(folder)  # nor is it a default run directory
+    assert claimed == tmp_path / "mine-2" and (folder / name).read_bytes() == SECRET
+    rundir.release(claimed)
+    rundir.prepare(folder, resume=False, force=True)
+    rundir.abandon(folder)
+
+
+def full_disk_for_locks(monkeypatch) -> None:
+    """os.write to a held lock fails as on a full disk: the empty file is made, the pid cannot go in."""
+    real = os.write
+
+    def write(descriptor, data):
+        if descriptor in rundir._held.values():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(descriptor, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_a_full_disk_at_the_lock_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch, given):
+    full_disk_for_locks(monkeypatch)
+    with pytest.raises(CharRNNError, match=r"cannot write to the run directory .*/runs/corpus \(No space left on device\)"):
+        if given:
+            with rundir.removed_if_unused(tmp_path / "runs" / "corpus"):
+                rundir.prepare(tmp_path / "runs" / "corpus", resume=False, force=False)
+        else:
+            rundir.default_directory(tmp_path / "runs" / "corpus")
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_a_new_run_that_cannot_write_its_first_checkpoint_leaves_nothing_and_says_train_again(corpus_file, tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
+    real = torch.save
+
+    def full(payload, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    options = dict(steps=2, hidden=16, embed=8, seq_len=16, batch_size=2, eval_every=1, device="cpu")
+    with pytest.raises(CharRNNError) as refused:
+        charrnn.train(corpus_file, out=tmp_path / "run", **options)
+    message = str(refused.value)
+    assert f"cannot write {tmp_path / 'run' / 'best.pt'} (No space left on device)" in message, message
+    assert "--resume" not in message and "train again" in message
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(torch, "save", real)
+    charrnn.train(corpus_file, out=tmp_path / "run", **options)  # the advice works: no --force, no --resume
