@@ -6,8 +6,8 @@ tests/test_docs.py fails when the checked-in page differs from what this writes.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import typer
 
@@ -40,7 +40,8 @@ def helps(command, where) -> Iterator[tuple[str, str]]:
 def page() -> str:
     """The reference page's Markdown: one section per command, its help as a text block."""
     root = typer.main.get_command(app)
-    sections = [f"## `{path}`\n\n```text\n{text.rstrip()}\n```\n" for path, text in helps(root, context(root, "charrnn"))]
+    sections = [f"## `{path}`\n\n```text\n{text.rstrip()}\n```\n"
+                for path, text in helps(root, context(root, "charrnn"))]
     return "\n".join([HEADER, *sections])
 
 

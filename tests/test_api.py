@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import charrnn
-from charrnn import api
 from charrnn.cli import evaluate as eval_command
 from charrnn.errors import CharRNNError
 from conftest import ENGLISH
-
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_import_charrnn_and_the_cli_load_no_torch():
@@ -75,20 +69,3 @@ def test_evaluate_reports_what_charrnn_eval_does(lm, tiny_run, tmp_path, capsys)
 def test_score_is_lazy_and_in_order(lm):
     endless = (f"All: {number}" for number in itertools.count())
     assert [score.line for score in itertools.islice(lm.score(endless), 3)] == ["All: 0", "All: 1", "All: 2"]
-
-
-def test_readme_python_section_runs_as_written(tiny_run, tmp_path, monkeypatch, capsys):
-    code = re.search(r"^## Python\n.*?^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M).group(1)
-    (tmp_path / "runs").mkdir()
-    shutil.copytree(tiny_run, tmp_path / "runs" / "tinyshakespeare")
-    (tmp_path / "input.txt").write_text(ENGLISH * 20, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
-    real_train = api.train
-    # The README's budget, in a few steps of a tiny network.
-    monkeypatch.setattr(api, "train", lambda *args, **options: real_train(*args, **{
-        **options, "time": None, "steps": 12, "layers": 1, "hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4,
-        "eval_every": 6}))
-    exec(compile(code, "README.md", "exec"), {})
-    printed = capsys.readouterr().out
-    assert printed.startswith("First Citizen:") and "\n6 " in printed and "\n12 " in printed

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,14 @@ def test_the_command_reference_is_what_the_app_generates():
     reference = load_reference_script()
     assert reference.PAGE.read_text(encoding="utf-8") == reference.page(), (
         "docs/reference.md differs from the app's --help; regenerate it: python scripts/reference.py")
+
+
+def test_the_docs_build_strictly(tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs comes with the dev extra")
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                           cwd=ROOT, env=dict(os.environ, NO_MKDOCS_2_WARNING="1"), capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stdout + built.stderr
 
 
 def short_helps(group) -> dict[str, str]:

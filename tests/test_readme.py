@@ -1,0 +1,79 @@
+"""README.md works as written: every shell block, in order, in one empty folder, then every Python block there.
+
+A block just after `<!-- network -->` (it downloads) or `<!-- install -->` (it installs) is skipped. Budgets
+are made short by one rule: each `charrnn train` loses its `--time T` and gets `--steps 20` and TINY_MODEL's
+flags; in Python, `time="T"` becomes the same settings as keywords. Everything else runs as a user types it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TINY_MODEL, charrnn_command
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCK = re.compile(r"(?:^<!--\s*(?P<mark>[\w-]+)\s*-->\n)?^```(?P<language>\w*)\n(?P<code>.*?)^```", re.S | re.M)
+SHELLS = {"sh", "bash", "console"}
+SKIPPED = {"network", "install"}
+SHORT_FLAGS = " ".join(["--steps", "20", *TINY_MODEL])
+SHORT_KEYWORDS = ", ".join(["steps=20"] + [f"{flag[2:].replace('-', '_')}={value}"
+                                           for flag, value in zip(TINY_MODEL[::2], TINY_MODEL[1::2])])
+
+
+def blocks(language_set: set[str]) -> list[str]:
+    """The code of README's fenced blocks in these languages, in order, less the marked ones."""
+    found = BLOCK.finditer(README.read_text(encoding="utf-8"))
+    return [block["code"] for block in found if block["language"] in language_set and block["mark"] not in SKIPPED]
+
+
+def shell_commands(code: str) -> str:
+    """A block as bash runs it: a console block's `$ ` lines alone; the budget rule applied."""
+    if any(line.startswith("$ ") for line in code.splitlines()):
+        code = "".join(line[2:] + "\n" for line in code.splitlines() if line.startswith("$ "))
+    code = re.sub(r"[ \t]--time[ =]\S+", "", code)
+    return re.sub(r"\bcharrnn train\b", f"charrnn train {SHORT_FLAGS}", code)
+
+
+def python_code(code: str) -> str:
+    return re.sub(r"""\btime=["'][^"']*["']""", SHORT_KEYWORDS, code)
+
+
+def test_readme_runs_as_written_in_an_empty_folder(cli, tmp_path):
+    tour = tmp_path / "tour"
+    tour.mkdir()
+    env = dict(cli.env, PATH=f"{Path(charrnn_command()[0]).parent}:{cli.env.get('PATH', '')}")
+    for name in ("CHARRNN_CATALOGUE", "CHARRNN_RUNS"):
+        env.pop(name, None)
+
+    def run(command: list[str], code: str) -> str:
+        done = subprocess.run([*command, code], stdin=subprocess.DEVNULL, cwd=tour, env=env, text=True,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, f"README block failed ({done.returncode}):\n{code}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    shell = blocks(SHELLS)
+    assert len(shell) >= 2 and any("charrnn train" in code for code in shell)
+    for code in shell:
+        run(["bash", "-e", "-o", "pipefail", "-c"], shell_commands(code))
+    python = blocks({"python"})
+    assert python
+    for code in python:
+        printed = run([sys.executable, "-c"], python_code(code))
+        # A streamed text ends with a newline before the next print begins its own line.
+        assert re.search(r"^\{'loss'", printed, re.M), printed
+
+
+def test_readme_is_a_short_page_that_names_the_test_command():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.encode("utf-8")) <= 10_000
+    assert "python -m pytest -q" in text  # CI runs exactly the command README gives
+
+
+def test_readme_links_point_at_files_of_the_repository():
+    text = README.read_text(encoding="utf-8")
+    targets = [target for target in re.findall(r"\]\(([^)#]+)\)", text) if "://" not in target]
+    assert targets
+    assert [target for target in targets if not (README.parent / target).exists()] == []
