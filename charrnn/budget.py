@@ -1,4 +1,4 @@
-"""The budget: how long a run trains, how big a network that time buys, and how often it evaluates.
+"""The budget: how long a run trains and how big a network that time buys (charrnn.pacing spends it).
 
 A --time budget sizes the network from the speed of the device it runs on: a few timed steps of each
 candidate size, then the largest size that reads, within the budget, the characters it needs to beat
@@ -21,7 +21,6 @@ from charrnn.progress import format_duration
 # laptop CPU, short enough for a first try.
 DEFAULT_TIME_BUDGET_S = 180.0
 EVAL_EVERY_STEPS = 500  # a budget in steps evaluates this often
-EVALS_PER_BUDGET = 10  # a --time budget evaluates about this many times, however fast the device
 PROBE_STEPS = 3  # timed steps per candidate size, after one untimed warm-up
 PROBE_SHARE = 0.03  # timing larger sizes stops once it has cost this share of the budget
 STEP_CHARS = 32 * 64  # characters in a step of the runs the tiers come from (32 windows of 64)
@@ -81,10 +80,11 @@ class Timed:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the budget decided: the network fields it set, the evaluation cadence, and the line that says so."""
+    """What the budget decided: the network fields it set, the evaluation cadence (None: paced in time by
+    charrnn.pacing), and the line that says so."""
 
     shape: dict
-    eval_every: int
+    eval_every: Optional[int]
     note: Optional[str] = None
 
 
@@ -135,7 +135,8 @@ def choose_tier(seconds: float, measure: Measure, chars_per_step: int,
     the tiers were measured on would choose), and the tiers timed to decide it (each with its `sized` fields)."""
     tiers = candidates(sized)
     floor = max(i for i, tier in enumerate(tiers) if seconds * tier.reference > tier.needs)
-    chosen, timed, spent = tiers[floor], [], 0.0
+    chosen, spent = tiers[floor], 0.0
+    timed: list[Timed] = []
     for tier in tiers[floor:]:
         step_s, cost_s = measure(tier_shape(tier, sized), PROBE_SHARE * seconds)
         spent += cost_s if timed else 0.0  # the first timing also sets the device up (CUDA, cuDNN), as training would
@@ -149,35 +150,16 @@ def choose_tier(seconds: float, measure: Measure, chars_per_step: int,
     return chosen, timed
 
 
-def evaluation_interval(config: TrainConfig, step_s: float) -> int:
-    """Steps between evaluations: EVALS_PER_BUDGET of them over the steps the budget buys at `step_s`."""
-    steps = config.time_budget / max(step_s, 1e-9)
-    if config.steps is not None:
-        steps = min(steps, config.steps)
-    return max(1, round(steps / EVALS_PER_BUDGET))
-
-
 def plan(config: TrainConfig, sized: tuple[str, ...], measure: Measure, chars_per_step: int) -> Plan:
-    """Under a --time budget, the `sized` network fields and, without --eval-every, the evaluation cadence,
-    from steps timed on this device. A budget in steps keeps the defaults and times nothing."""
+    """Under a --time budget, the `sized` network fields from steps timed on this device, and the cadence left
+    to the run's own pace (unless --eval-every). A budget in steps keeps the defaults and times nothing."""
     seconds = config.time_budget
-    if seconds is None or not (sized or config.eval_every is None):
-        return Plan({}, config.eval_every or EVAL_EVERY_STEPS)
-    if sized:
-        tier, timed = choose_tier(seconds, measure, chars_per_step, sized)
-        shape = tier_shape(tier, sized)
-        chars_per_s = tier.sustained(next(t.chars_per_s for t in timed if t.tier == tier))
-        notes = [sizing_note(seconds, shape, tier, timed)]
-    else:
-        shape, notes = {}, []
-        chars_per_s = chars_per_step / measure({}, PROBE_SHARE * seconds)[0] * SUSTAINED_SHARE
-    step_s = chars_per_step / chars_per_s
-    if config.eval_every is not None:
-        return Plan(shape, config.eval_every, notes[0])
-    eval_every = evaluation_interval(config, step_s)
-    notes.append(f"evaluating every {eval_every:,} steps (about {EVALS_PER_BUDGET} times in "
-                 f"{format_duration(seconds)} at {chars_per_s / 1000:,.1f}k chars/s)")
-    return Plan(shape, eval_every, "; ".join(notes))
+    eval_every = config.eval_every or (None if seconds is not None else EVAL_EVERY_STEPS)
+    if seconds is None or not sized:
+        return Plan({}, eval_every)
+    tier, timed = choose_tier(seconds, measure, chars_per_step, sized)
+    shape = tier_shape(tier, sized)
+    return Plan(shape, eval_every, sizing_note(seconds, shape, tier, timed))
 
 
 def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -> str:

@@ -451,7 +451,6 @@ def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
     from rich.console import Console
 
     from charrnn import corpora
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     console = Console(file=sys.stderr, highlight=False)
 
@@ -465,11 +464,19 @@ def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
         if quiet or not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
             corpora.fetch(name, log=log, warn=say)
             continue
-        with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
-                      transient=True) as bar:
-            task = bar.add_task(name, total=None)
-            corpora.fetch(name, progress=lambda done, total, bar=bar, task=task: bar.update(task, completed=done, total=total),
-                          log=log, warn=say)
+        fetch_with_bar(name, console, log=log, warn=say)
+
+
+def fetch_with_bar(name: str, console, **messages) -> None:
+    """One named corpus's download, with a progress bar on `console`."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from charrnn import corpora
+
+    with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(name, total=None)
+        corpora.fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), **messages)
 
 
 @corpus_app.command("list")

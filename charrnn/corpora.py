@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import IO, Callable, Optional
 
 from charrnn import cache, writes
 from charrnn.errors import CharRNNError
@@ -104,7 +104,7 @@ def parse_entry(path: Path, name: str, fields: object) -> Entry:
     problem = entry_problem(name, fields)
     if problem:
         raise bad_catalogue(path, f"corpus {shown(name)}: {problem}")
-    return Entry(name=name, **fields)
+    return Entry(name=name, **typing.cast(dict, fields))  # entry_problem checked it is one
 
 
 def entry_problem(name: str, fields: object) -> Optional[str]:
@@ -177,9 +177,14 @@ def inside_cache(entry: Entry, path: Path) -> Path:
     return path
 
 
+def member_name(entry: Entry) -> str:
+    """The text's name inside an archive: value_problem refuses an archive entry without one."""
+    return typing.cast(str, entry.member)
+
+
 def text_path(entry: Entry) -> Path:
     """Where the corpus text lives once fetched."""
-    return inside_cache(entry, corpus_dir(entry.name) / (entry.member if entry.archive else entry.download_name))
+    return inside_cache(entry, corpus_dir(entry.name) / (member_name(entry) if entry.archive else entry.download_name))
 
 
 def archive_path(entry: Entry) -> Path:
@@ -237,7 +242,7 @@ class RefuseDowngrade(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def copy_at_most(source: BinaryIO, sink: BinaryIO, limit: int, progress: Optional[Callable[[int], None]] = None) -> bool:
+def copy_at_most(source: IO[bytes], sink: IO[bytes], limit: int, progress: Optional[Callable[[int], None]] = None) -> bool:
     """Copy `source` to `sink`; False as soon as it proves longer than `limit` (one byte past it read, none written)."""
     done = 0
     while block := source.read(min(READ_BYTES, limit + 1 - done)):
@@ -292,7 +297,7 @@ def extract(entry: Entry, archive: Path, target: Path) -> None:
     """Unzip the member the catalogue names, writing no more than the size its zip entry declares."""
     try:
         with zipfile.ZipFile(archive) as bundle:
-            member = bundle.getinfo(entry.member)
+            member = bundle.getinfo(member_name(entry))
             if member.file_size > MAX_INFLATION * member.compress_size:
                 raise CharRNNError(f"{archive}: {entry.member!r} would inflate {member.compress_size:,} bytes into "
                                    f"{member.file_size:,}, a zip bomb rather than a text: refused; delete the file "

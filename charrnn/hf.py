@@ -57,7 +57,7 @@ def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
     for name in sorted(weights):
         tensor = weights[name].detach().cpu().contiguous()
         header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)]).encode("utf-8")
-        data = tensor.reshape(-1).view(torch.uint8).numpy()  # raw bytes in the machine's order (little-endian, as safetensors)
+        data = tensor.reshape(-1).view(torch.uint8).numpy().data  # raw bytes, little-endian as safetensors stores them
         for part in (header, data):
             digest.update(len(part).to_bytes(8, "little"))
             digest.update(part)

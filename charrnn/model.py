@@ -9,8 +9,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from charrnn.cells import GATES, State, map_state, recurrent_stack
+from charrnn.cells import GATES, recurrent_stack
 from charrnn.config import ModelConfig, from_dict
+from charrnn.state import State, map_state, zero_state
 
 
 
@@ -46,8 +47,7 @@ class CharRNN(nn.Module):
         return self.head(self.dropout(outputs)), state
 
     def initial_state(self, batch_size: int, device: torch.device) -> State:
-        zeros = torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)
-        return (zeros, zeros.clone()) if self.config.model == "lstm" else zeros
+        return zero_state(self.config.model, self.config.layers, batch_size, self.config.hidden, device)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -64,7 +64,7 @@ def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     (Building one on the meta device would do, but its first use imports torch._dynamo: a second or more.)
     """
     rows = GATES[config.model] * config.hidden  # the gates' weights stacked, as torch lays them out
-    shapes = {"embedding.weight": (config.vocab_size, config.embed)}
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, config.embed)}
     for layer in range(config.layers):
         shapes.update({f"rnn.weight_ih_l{layer}": (rows, config.embed if layer == 0 else config.hidden),
                        f"rnn.weight_hh_l{layer}": (rows, config.hidden),

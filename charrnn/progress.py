@@ -8,7 +8,7 @@ import time
 from typing import Callable, Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 PLAIN_LOG_INTERVAL_S = 10.0
 QUIET_WORK_S = 2.0  # work shorter than this shows no progress at all
@@ -45,7 +45,7 @@ class Meter:
         self.what, self.stream, self.quiet_s = what, stream or sys.stderr, quiet_s
         self.started, self.last_plain = time.monotonic(), -float("inf")
         self.bar: Optional[Progress] = None
-        self.task = None
+        self.task = TaskID(0)  # the bar's one task, once there is a bar
 
     def __call__(self, fraction: float) -> None:
         now = time.monotonic()
@@ -80,7 +80,7 @@ class Reporter:
         live = live_on(stream)
         self.console = Console(file=stream, no_color=not live, highlight=False, force_terminal=live or None)
         self.bar: Optional[Progress] = None
-        self.task = None
+        self.task = TaskID(0)  # the bar's one task, once there is a bar
         self.live = live and not quiet
         self.last_plain = 0.0
 
@@ -91,6 +91,11 @@ class Reporter:
             self.bar.console.print(message, markup=False)
         else:
             self.console.print(message, markup=False, soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        """One line the user must see even when quiet: a setting left aside, a check that could not be made."""
+        console = self.bar.console if self.bar is not None else self.console
+        console.print(f"charrnn: warning: {message}", markup=False, soft_wrap=True)
 
     def update(self, fraction: float, figures: dict, evaluated: bool = False) -> None:
         """Progress through the budget (0..1) and the current figures (`format_stats`'s arguments), also

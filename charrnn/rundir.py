@@ -20,7 +20,7 @@ from charrnn.layout import LAST, METRICS
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs there are not protected against a second writer
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 LOCK = ".lock"
 
@@ -168,6 +168,7 @@ def claim_default(base: Path) -> Path:
         with removed_if_unused(candidate):
             stamp(candidate)
         return candidate
+    raise AssertionError("numbered() never ends")  # for the type checker: the loop only ends by returning
 
 
 def prepare(out_dir: Path, resume: bool, force: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Literal
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from charrnn.errors import CharRNNError
 
 UNKNOWN = -1
 # The forms tried, in this order, on text holding characters the vocabulary lacks as written.
-FORMS = ("NFC", "NFD")
+FORMS: tuple[Literal["NFC", "NFD"], ...] = ("NFC", "NFD")
 
 
 def code_points(text: str) -> np.ndarray:
