@@ -217,13 +217,14 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
           seed: Optional[int] = None, schedule_steps: Optional[int] = None, val_fraction: Optional[float] = None,
           eval_every: Optional[int] = None, device: str = "auto", impl: str = "fused", precision: Optional[str] = None,
           encoding: str = "utf-8", errors: str = "strict", init_from: Optional[str] = None,
-          reporter: Optional[Reporter] = None) -> dict:
+          reporter: Optional[Reporter] = None, started: Optional[float] = None) -> dict:
     """Train a run as `charrnn train` does, with its settings and defaults; returns the summary
     (steps, val_loss, best_val_loss, elapsed, chars_per_s, out_dir).
 
     corpus: files, directories, - or catalogue names (None: the built-in corpus). time: "90s", "10m", or
     seconds. on_progress gets a dict after every step: step, train_loss, val_loss, chars_per_s, eta_s,
-    fraction (of the budget) and evaluated (whether this step validated and checkpointed).
+    fraction (of the budget) and evaluated (whether this step validated and checkpointed). started: the
+    time.monotonic() the --time budget counts from (default: now; the CLI gives its process's start).
     """
     corpus_args = [] if corpus is None else [os.fspath(corpus)] if isinstance(corpus, (str, os.PathLike)) \
         else [os.fspath(c) for c in corpus]
@@ -247,7 +248,7 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
         with distributed.stopped_peers(out):
             summary = run_training(corpus_args, model_config, train_config, out, resume=resume, force=force,
                                    reporter=reporter, encoding=encoding, errors=errors, init=init,
-                                   sized=sized_fields(shape, resume, init is not None))
+                                   sized=sized_fields(shape, resume, init is not None), started=started)
         distributed.finish()
     finally:
         reporter.close()

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from charrnn import budget, checkpoint, distributed, finetune, rundir, writes
+from charrnn import budget, checkpoint, distributed, finetune, pacing, rundir, writes
 from charrnn.config import ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.data import evaluation_windows, load_corpus, training_windows
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
@@ -85,16 +85,6 @@ def learning_rate(config: TrainConfig, step: int, budget_fraction: float) -> flo
     floor = config.lr * config.min_lr_ratio
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(budget_fraction, 1.0)))
     return warmup * (floor + (config.lr - floor) * cosine)
-
-
-def budget_fraction(config: TrainConfig, step: int, elapsed: float) -> float:
-    """How much of the budget is spent: whichever of --steps and --time runs out first."""
-    fractions = []
-    if config.steps is not None:
-        fractions.append(step / config.steps)
-    if config.time_budget is not None:
-        fractions.append(elapsed / config.time_budget)
-    return max(fractions)
 
 
 def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer:
@@ -210,7 +200,9 @@ class Trainer:
     def __init__(self, corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig,
                  out_dir: Path, resume: bool = False, force: bool = False, reporter: Optional[Reporter] = None,
                  encoding: str = "utf-8", errors: str = "strict", init: Optional[dict] = None,
-                 sized: Sequence[str] = ()):
+                 sized: Sequence[str] = (), started: Optional[float] = None):
+        # `started`: when the command began (time.monotonic()); its set-up spends the --time budget too.
+        self.started = time.monotonic() if started is None else started
         self.reporter = reporter or Reporter(quiet=True)
         self.out_dir = Path(out_dir)
         # Under torchrun, one process per rank; only rank 0 speaks and touches the run directory.
@@ -335,14 +327,16 @@ class Trainer:
         })
         checkpoint.save_checkpoint(payload, self.out_dir / checkpoint.LAST)
 
-    def evaluate(self) -> Optional[float]:
+    def evaluate(self, pacer: pacing.Pacer) -> Optional[float]:
+        """The validation loss, over as many characters as the pacer's time allows (at most eval_chars)."""
         if self.val_windows is None:
             return None
         per_window = self.val_windows.batch_size * self.val_windows.seq_len
         share = self.group.shard(self.val_windows)  # each rank scores its own streams; the sums are the whole
-        nats, count = total_loss(self.model, share, self.device,
-                                 max_windows=max(1, self.train_config.eval_chars // per_window)) if share.batch_size else (0.0, 0)
+        windows = max(1, pacer.eval_chars() // per_window)
+        nats, count = total_loss(self.model, share, self.device, max_windows=windows) if share.batch_size else (0.0, 0)
         nats, count = self.group.sum(nats, count)
+        pacer.validated(int(count))
         return nats / count
 
     def record(self, train_loss: float, val_loss: Optional[float], chars_per_s: float, lr: float) -> None:
@@ -383,35 +377,31 @@ class Trainer:
         config, reporter = self.train_config, self.reporter
         reporter.log(self.describe())
         chars_per_step = config.batch_size * config.seq_len * self.group.world_size
-        started = time.monotonic()
-        elapsed_before = self.progress.elapsed
-        window_started, window_steps, window_loss = started, 0, 0.0
+        pacer = self.pacer(chars_per_step)
+        window_started, window_steps, window_loss = time.monotonic(), 0, 0.0
         val_loss, lr, chars_per_s = None, config.lr, 0.0
         self.model.train()
         with StopSignals() as stop:
-            while budget_fraction(config, self.progress.step, self.progress.elapsed) < 1.0:
+            while not pacer.finished:
                 if self.group.any(stop.received is not None):  # every rank stops at the same step
                     self.save_last(val_loss)
                     raise TrainingInterrupted(
                         f"interrupted at step {self.progress.step}; saved {self.out_dir / checkpoint.LAST}, "
                         "continue with --resume", stop.received)
-                loss = self.train_step(lr := learning_rate(config, self.progress.step,
-                                                           budget_fraction(config, self.progress.step, self.progress.elapsed)))
-                # The ranks' clocks differ a little; the budget and the schedule must not.
-                self.progress.elapsed = self.group.max(elapsed_before + time.monotonic() - started)
+                loss = self.train_step(lr := learning_rate(config, self.progress.step, pacer.fraction))
+                pacer.stepped(self.progress.step)
+                self.progress.elapsed = pacer.elapsed
                 window_steps += 1
                 window_loss += loss
-                now = time.monotonic()
-                chars_per_s = window_steps * chars_per_step / max(now - window_started, 1e-9)
-                fraction = budget_fraction(config, self.progress.step, self.progress.elapsed)
-                due = self.progress.step % config.eval_every == 0 or fraction >= 1.0
-                if due:
-                    val_loss = self.evaluate()
+                chars_per_s = window_steps * chars_per_step / max(time.monotonic() - window_started, 1e-9)
+                if pacer.due:
+                    val_loss = self.evaluate(pacer)
                     self.record(window_loss / window_steps, val_loss, chars_per_s, lr)
-                eta = self.eta(chars_per_s / chars_per_step)
-                reporter.update(fraction, {"step": self.progress.step, "train_loss": window_loss / window_steps,
-                                           "val_loss": val_loss, "chars_per_s": chars_per_s, "eta_s": eta}, evaluated=due)
-                if due:
+                    pacer.evaluated(self.progress.step)
+                figures = {"step": self.progress.step, "train_loss": window_loss / window_steps, "val_loss": val_loss,
+                           "chars_per_s": chars_per_s, "eta_s": pacer.eta_s}
+                reporter.update(pacer.fraction, figures, evaluated=pacer.due)
+                if pacer.due:
                     window_started, window_steps, window_loss = time.monotonic(), 0, 0.0
         reporter.close()
         return {"steps": self.progress.step, "val_loss": val_loss, "best_val_loss": self.progress.best_val_loss,
@@ -439,14 +429,16 @@ class Trainer:
         self.progress.position += 1
         return value
 
-    def eta(self, steps_per_s: float) -> float:
+    def pacer(self, chars_per_step: int) -> pacing.Pacer:
+        """When this command evaluates and stops (charrnn.pacing), on the seconds since it started as the slowest
+        rank saw them: the ranks' clocks differ a little; the budget, the cadence and the schedule must not."""
         config, progress = self.train_config, self.progress
-        remaining = []
-        if config.steps is not None and steps_per_s > 0:
-            remaining.append((config.steps - progress.step) / steps_per_s)
-        if config.time_budget is not None:
-            remaining.append(config.time_budget - progress.elapsed)
-        return max(0.0, min(remaining)) if remaining else 0.0
+        seconds = None if config.time_budget is None else config.time_budget - progress.elapsed
+        val = self.val_windows
+        val_chars = len(val) * val.batch_size * val.seq_len if val is not None else 0
+        return pacing.Pacer(lambda: self.group.max(time.monotonic() - self.started), seconds, config.steps,
+                            progress.step, config.eval_every, chars_per_step, min(config.eval_chars, val_chars),
+                            progress.elapsed)
 
 
 def run_training(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options) -> dict:

@@ -11,7 +11,7 @@ from charrnn.trainer import Trainer
 # it never ran get what their arithmetic predicts from 640's.
 REFERENCE_STEP_S = {tier.name: STEP_CHARS / tier.probed for tier in TIERS if tier.probed}
 REFERENCE_STEP_S.update({"1x1024": 0.42, "2x1024": 1.20})
-# What `charrnn train --time T` trained by the table (README.md), and at its boundaries, where on the CPU
+# What `charrnn train --time T` trained by the table (docs/defaults.md), and at its boundaries, where on the CPU
 # it was made on the two sizes tie (there a timing a hair either way decides; a slower device keeps the table).
 TABLE = {60: 256, 119: 256, 121: 384, 180: 384, 299: 384, 301: 640, 450: 640, 599: 640}
 BOUNDARIES = {120: 256, 300: 384, 600: 640}
@@ -82,12 +82,6 @@ def test_a_step_is_timed_after_its_warm_up_for_no_longer_than_the_budget_allows(
     assert budget.seconds_per_step(step, enough=3.0, clock=clock) == 4.0  # a step past `enough` is the last
 
 
-def test_a_time_budget_evaluates_about_ten_times():
-    assert budget.evaluation_interval(TrainConfig(time_budget=180), step_s=0.09) == 200
-    assert budget.evaluation_interval(TrainConfig(time_budget=180, steps=100), step_s=0.09) == 10  # the steps end first
-    assert budget.evaluation_interval(TrainConfig(time_budget=1), step_s=2.0) == 1
-
-
 def untimed(shape, enough):
     raise AssertionError("nothing should be timed")
 
@@ -95,6 +89,8 @@ def untimed(shape, enough):
 def test_what_the_budget_leaves_alone():
     assert budget.plan(TrainConfig(steps=10), ("hidden",), untimed, STEP_CHARS) == budget.Plan({}, 500)
     assert budget.plan(TrainConfig(time_budget=60, eval_every=7), (), untimed, STEP_CHARS) == budget.Plan({}, 7)
+    # A --time budget's cadence is paced as the run goes (charrnn.pacing): nothing is timed for it beforehand.
+    assert budget.plan(TrainConfig(time_budget=60), (), untimed, STEP_CHARS) == budget.Plan({}, None)
     assert budget.sized_fields({}, resume=False, fine_tune=False) == ("layers", "hidden", "dropout")
     assert budget.sized_fields({"dropout": 0.1, "layers": 3}, resume=False, fine_tune=False) == ("hidden",)
     assert budget.sized_fields({"hidden": 64}, resume=False, fine_tune=False) == ()
@@ -105,11 +101,10 @@ def test_what_the_budget_leaves_alone():
 def test_plan_says_what_it_chose_and_why():
     plan = budget.plan(TrainConfig(time_budget=180), budget.SIZED_FIELDS, fake_device(0.9), STEP_CHARS)
     assert plan.shape == {"layers": 1, "hidden": 384, "dropout": 0.0}
-    assert plan.eval_every == round(180 * TIERS[1].reference / 0.9 / STEP_CHARS / 10) == 233  # at a run's speed
+    assert plan.eval_every is None  # paced as the run goes
     assert plan.note == ("sized for a 3m00s budget: --layers 1 --hidden 384 --dropout 0.0 (set them to choose); "
                          "timed 36.7k chars/s at 1x384, 16.1k chars/s at 1x640: "
-                         "1x640 would read 2.4M of the 3.5M characters it needs; evaluating every 233 steps "
-                         "(about 10 times in 3m00s at 26.5k chars/s)")
+                         "1x640 would read 2.4M of the 3.5M characters it needs")
     fast = budget.plan(TrainConfig(time_budget=180), budget.SIZED_FIELDS, fake_device(0.01), STEP_CHARS)
     assert fast.shape == {"layers": 2, "hidden": 1024, "dropout": 0.5} and "at 2x1024: the largest size" in fast.note
     sized = ("hidden", "dropout")  # --layers given: the sizes are timed, and named, by their width alone
@@ -128,4 +123,4 @@ def test_the_trainer_sizes_a_time_budget_from_steps_it_times(corpus_file, tmp_pa
                       tmp_path / "run", sized=("hidden", "dropout"))
     # 32 characters a step read far fewer than the 2.9M that 384 needs: the smallest size, as on the CPU.
     assert (trainer.model_config.hidden, trainer.model_config.dropout, trainer.model.rnn.hidden_size) == (256, 0.0, 256)
-    assert 1 <= trainer.train_config.eval_every != 500
+    assert trainer.train_config.eval_every is None  # paced as the run goes (charrnn.pacing), not from the probe
