@@ -10,6 +10,7 @@ import copy
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
@@ -17,7 +18,8 @@ import numpy as np
 
 from charrnn import checkpoint, distributed, finetune, ranks, rundir
 from charrnn.budget import sized_fields
-from charrnn.config import ADAPTING, IMPLEMENTATIONS, ModelConfig, TrainConfig, from_dict, parse_duration
+from charrnn.config import (ADAPTING, IMPLEMENTATIONS, ModelConfig, SamplingSettings, TrainConfig, from_dict,
+                            parse_duration)
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.dynamic import DynamicSettings, adapted, dynamic_loss
@@ -26,7 +28,7 @@ from charrnn.evaluate import summarize, total_loss
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
-from charrnn.sample import check_prime, checked_pieces, chosen_seed, generate, validate_sampling
+from charrnn.sample import Prime, chosen_seed, generate
 from charrnn.score import LineScore, known_ids, score_lines, score_pieces
 from charrnn.stepper import resolve_weight_precision
 from charrnn.threads import on_fastest_threads, thread_choices
@@ -34,7 +36,6 @@ from charrnn.trainer import run_training
 from charrnn.viz import Trace, trace_text
 from charrnn.vocab import Vocab
 
-Prime = Union[str, Iterable[str]]  # a string, or its pieces as they arrive (a stream read lazily)
 Dynamic = Union[bool, DynamicSettings]  # dynamic evaluation: off, on with the measured defaults, or these settings
 Progress = Callable[[float], None]  # hears the fraction of the work done
 
@@ -64,52 +65,44 @@ class LanguageModel:
 
     # --- generation -----------------------------------------------------------------------------------------
 
-    def weight_precision(self, precision: str = "auto", n: int = 1) -> str:
-        """How generation stores the weights for `n` samples on this device (see `stepper.WEIGHT_PRECISIONS`)."""
-        return resolve_weight_precision(precision, self.device, n)
+    def settled(self, settings: Optional[SamplingSettings] = None, **overrides) -> SamplingSettings:
+        """`settings` (default: SamplingSettings()) with the `overrides` (its fields by name), made exact for this
+        model: the seed drawn if none is given, the weights' precision resolved for this device, so that they
+        generate the same samples again (what `sample --json` records). Stop strings the model could never write
+        (and --lines for a model that never saw a newline) are refused here; settled settings pass unchanged."""
+        settings = replace(settings or SamplingSettings(), **overrides)
+        endings(self.vocab, settings.stop, settings.lines)
+        return replace(settings, seed=chosen_seed(settings.seed),
+                       precision=resolve_weight_precision(settings.precision, self.device, settings.n))
 
-    def parts(self, prime: Prime = "", length: int = 1000, temperature: float = 1.0, top_k: Optional[int] = None,
-              top_p: Optional[float] = None, seed: Optional[int] = None, n: int = 1, precision: str = "auto",
-              stop: Sequence[str] = (), lines: bool = False) -> Iterator[Part]:
+    def parts(self, prime: Prime = "", settings: Optional[SamplingSettings] = None, **overrides) -> Iterator[Part]:
         """The samples' text in output order, as `Part(index, text, ended)`, each sample's text after the prime.
 
-        Every setting is checked now, before a step runs; a streamed prime's pieces as they are read.
-        On a CPU (unless OMP_NUM_THREADS is set) a batch runs on whichever of one thread and every core
-        is faster; torch's thread count is restored once the iterator is exhausted or closed.
+        `settings` and `overrides` as `settled` takes them, checked now, as is a string prime; a streamed prime's
+        pieces as they are read. On a CPU (unless OMP_NUM_THREADS is set) a batch runs on whichever of one thread
+        and every core is faster; torch's thread count is restored once the iterator is exhausted or closed.
         """
-        validate_sampling(temperature, top_k, top_p, length, seed)
-        if n < 1:
-            raise SettingError(f"-n/--num-samples must be at least 1 (got {n})")
-        stops = endings(self.vocab, list(stop), lines)
-        if isinstance(prime, str):
-            check_prime(self.vocab, prime)
-        else:
-            prime = checked_pieces(self.vocab, prime)
-        precision = self.weight_precision(precision, n)
-        steps = generate(self.network, self.vocab, prime=after_a_newline(prime) if lines else prime, length=length,
-                         temperature=temperature, top_k=top_k, top_p=top_p, seed=chosen_seed(seed), num_samples=n,
-                         device=self.device, precision=precision)
+        settings = self.settled(settings, **overrides)
+        steps = generate(self.network, self.vocab, after_a_newline(prime) if settings.lines else prime, settings,
+                         self.device)
         if "OMP_NUM_THREADS" not in os.environ and self.device.type == "cpu":
-            steps = on_fastest_threads(steps, thread_choices(n))
-        return ordered_parts(steps, n, stops)
+            steps = on_fastest_threads(steps, thread_choices(settings.n))
+        return ordered_parts(steps, settings.n, endings(self.vocab, settings.stop, settings.lines))
 
-    def generate(self, prime: Prime = "", length: int = 1000, temperature: float = 1.0, top_k: Optional[int] = None,
-                 top_p: Optional[float] = None, seed: Optional[int] = None, n: int = 1, precision: str = "auto",
-                 stop: Sequence[str] = (), lines: bool = False) -> Union[str, list[str]]:
-        """`length` new characters after `prime` (the prime itself not included), as `charrnn sample` makes them:
-        one string, or a list of `n`. temperature 0 is greedy; a sample ends before its first `stop` string;
-        with `lines` each sample is the rest of the prime's last line (or one whole line), its newline left out."""
-        texts = [text for _, text in whole_samples(self.parts(prime, length, temperature, top_k, top_p, seed, n,
-                                                              precision, stop, lines))]
-        return texts[0] if n == 1 else texts
+    def generate(self, prime: Prime = "", settings: Optional[SamplingSettings] = None,
+                 **overrides) -> Union[str, list[str]]:
+        """New characters after `prime` (the prime itself not included), as `charrnn sample` makes them: one string,
+        or a list of `n`. The settings are a `SamplingSettings`, or its fields as keywords (which replace those of
+        `settings` when both are given): `length` characters, `temperature` (0: greedy), `top_k`, `top_p`, `seed`,
+        `n`, `precision`; a sample ends before its first `stop` string; with `lines` each sample is the rest of
+        the prime's last line (or one whole line), its newline left out."""
+        texts = [text for _, text in whole_samples(self.parts(prime, settings, **overrides))]
+        return texts[0] if len(texts) == 1 else texts
 
-    def stream(self, prime: Prime = "", length: int = 1000, temperature: float = 1.0, top_k: Optional[int] = None,
-               top_p: Optional[float] = None, seed: Optional[int] = None, n: int = 1, precision: str = "auto",
-               stop: Sequence[str] = (), lines: bool = False) -> Iterator[str]:
+    def stream(self, prime: Prime = "", settings: Optional[SamplingSettings] = None, **overrides) -> Iterator[str]:
         """`generate`'s text in pieces as it is generated (the prime not included). With n > 1, the samples
         one after another; use `parts` to tell them apart."""
-        return (part.text for part in self.parts(prime, length, temperature, top_k, top_p, seed, n, precision,
-                                                 stop, lines) if part.text)
+        return (part.text for part in self.parts(prime, settings, **overrides) if part.text)
 
     # --- reading text ---------------------------------------------------------------------------------------
 
@@ -248,7 +241,8 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
         with distributed.stopped_peers(out):
             summary = run_training(corpus_args, model_config, train_config, out, resume=resume, force=force,
                                    reporter=reporter, encoding=encoding, errors=errors, init=init,
-                                   sized=sized_fields(shape, resume, init is not None), started=started)
+                                   sized=sized_fields(shape, resume, init is not None), started=started,
+                                   given=[*shape, *options, *(["init_from"] if init_from is not None else [])])
         distributed.finish()
     finally:
         reporter.close()

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Collection, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from charrnn.device import autocast, backend_name, memory_bytes, resolve_precisi
 from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.layout import METRICS
 from charrnn.evaluate import total_loss
-from charrnn.cells import State, map_state
+from charrnn.state import State, map_state
 from charrnn.model import CharRNN, training_bytes
 from charrnn.progress import Reporter, format_duration
 
@@ -185,13 +185,40 @@ def throwaway_step(model_config: ModelConfig, config: TrainConfig, window, devic
     return step
 
 
-def resumed_settings(saved: dict, asked: TrainConfig, corpus_args: list[str]) -> tuple[ModelConfig, TrainConfig, list[str]]:
-    """What a resumed run trains with: its own shape, settings and corpus; only the budget (when given)
-    and the hardware may change."""
+# What a resumed run takes when given: its budget, schedule and cadence. The rest (shape, windows, seed, the
+# validation split) made last.pt's weights, carried state and data position, so the run keeps its own.
+RESUMABLE = ("steps", "time_budget", "schedule_steps", "lr", "weight_decay", "eval_every")
+HARDWARE = ("device", "impl", "precision")  # this machine's: always the ones asked for now
+
+
+def resumed_settings(saved: dict, asked: TrainConfig, corpus_args: list[str],
+                     given: Collection[str] = ()) -> tuple[ModelConfig, TrainConfig, list[str], list[str]]:
+    """What a resumed run trains with: its own shape, settings and corpus, with the RESUMABLE settings that are
+    `given` (field names) and the hardware asked for; and the given settings it leaves aside, sorted."""
     stored = from_dict(TrainConfig, saved["train_config"])
-    train_config = replace(stored, steps=asked.steps or stored.steps, time_budget=asked.time_budget or stored.time_budget,
-                           device=asked.device, impl=asked.impl, precision=asked.precision)
-    return from_dict(ModelConfig, saved["model_config"]), train_config, corpus_args or saved["corpus_args"]
+    changes = {name: getattr(asked, name) for name in (*RESUMABLE, *HARDWARE) if name in given or name in HARDWARE}
+    ignored = sorted(set(given) - set(RESUMABLE) - set(HARDWARE))
+    model_config = from_dict(ModelConfig, saved["model_config"])
+    return model_config, replace(stored, **changes), corpus_args or saved["corpus_args"], ignored
+
+
+def flag(name: str) -> str:
+    """The command-line flag for a setting's field name."""
+    return "--time" if name == "time_budget" else "--" + name.replace("_", "-")
+
+
+def text_change(saved: dict, chars: str, length: int, digest: str) -> Optional[str]:
+    """How the corpus read now differs from the text the run began on (last.pt holds its vocabulary, length
+    and digest), or None. A last.pt from before the digest was kept can only be checked for its vocabulary."""
+    if chars != saved["vocab"]:
+        return "holds other characters than when the run began"
+    if saved.get("corpus_digest", digest) == digest:
+        return None
+    before = saved["corpus_chars"]
+    if length != before:
+        longer = "longer" if length > before else "shorter"
+        return f"is {abs(length - before):,} characters {longer} than when the run began"
+    return "has the same length as when the run began, but other content"
 
 
 class Trainer:
@@ -200,7 +227,7 @@ class Trainer:
     def __init__(self, corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig,
                  out_dir: Path, resume: bool = False, force: bool = False, reporter: Optional[Reporter] = None,
                  encoding: str = "utf-8", errors: str = "strict", init: Optional[dict] = None,
-                 sized: Sequence[str] = (), started: Optional[float] = None):
+                 sized: Sequence[str] = (), given: Collection[str] = (), started: Optional[float] = None):
         # `started`: when the command began (time.monotonic()); its set-up spends the --time budget too.
         self.started = time.monotonic() if started is None else started
         self.reporter = reporter or Reporter(quiet=True)
@@ -211,7 +238,11 @@ class Trainer:
             self.reporter = Reporter(quiet=True)
         saved = self.group.from_main(lambda: open_run_directory(self.out_dir, resume, force))
         if saved is not None:
-            model_config, train_config, corpus_args = resumed_settings(saved, train_config, corpus_args)
+            model_config, train_config, corpus_args, ignored = resumed_settings(saved, train_config, corpus_args, given)
+            if ignored and self.group.is_main:
+                self.reporter.warn(f"--resume goes on with the run's own {', '.join(map(flag, ignored))}, which "
+                                   "made its weights and its place in the data: ignored; only "
+                                   f"{', '.join(map(flag, RESUMABLE))} and the hardware may change")
         train_config, budget_defaulted = budget.with_default_budget(train_config)
         model_config.validate()
         train_config.validate()
@@ -228,10 +259,17 @@ class Trainer:
             read = partial(load_corpus, corpus_args, encoding, errors, log=self.reporter.log)
         self.corpus = self.group.on_every_rank(read)  # under torchrun, a bad corpus is one error line, not one per rank
         self.encoding, self.errors = encoding, errors
-        self.group.check_same(lambda: distributed.corpus_digest(self.corpus.ids, self.corpus.vocab.chars),
+        self.text_digest = distributed.corpus_digest(self.corpus.ids, self.corpus.vocab.chars).hex()
+        self.group.check_same(lambda: bytes.fromhex(self.text_digest),
                               "the processes read different corpora; every machine needs the same corpus files")
-        if saved is not None and self.corpus.vocab.chars != saved["vocab"]:  # the same verdict on every rank
-            self.group.stop_all(f"the corpus differs from the one this run was trained on ({saved['corpus']}); resume with the same corpus")
+        change = text_change(saved, self.corpus.vocab.chars, len(self.corpus.ids), self.text_digest) if saved else None
+        if change:  # the same verdict on every rank
+            self.group.stop_all(f"the corpus ({self.corpus.name}) {change}: --resume goes on only with the text "
+                                "a run began on; train on this text in another --out, or start this run over with "
+                                "--force")
+        if saved is not None and "corpus_digest" not in saved and self.group.is_main:
+            self.reporter.warn(f"{self.out_dir / checkpoint.LAST} comes from a charrnn that kept no digest of its "
+                               "text, so a change to the corpus since the run began cannot be seen; going on")
         if budget_defaulted:  # said once the corpus has loaded, so that bad input gets its one error line alone
             self.reporter.log(f"no --steps or --time given: training for {format_duration(train_config.time_budget)}")
         self.corpus_args = [a if a == "-" else str(Path(a).resolve()) for a in corpus_args]
@@ -255,6 +293,7 @@ class Trainer:
         if saved is not None:
             self.model.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
+            self.optimizer.param_groups[0]["weight_decay"] = train_config.weight_decay  # the matrices' (make_optimizer)
             self.progress = RunProgress(**saved["progress"])
             hidden, rng = self.group.resumed_share(saved)
             self.state = map_state(lambda part: part.to(self.device), hidden)
@@ -323,6 +362,8 @@ class Trainer:
         payload.update({
             "optimizer": self.optimizer.state_dict(),
             "progress": vars(self.progress),
+            "corpus_digest": self.text_digest,  # what --resume checks the corpus against (text_change)
+            "corpus_chars": len(self.corpus.ids),
             **shared,
         })
         checkpoint.save_checkpoint(payload, self.out_dir / checkpoint.LAST)

@@ -1,7 +1,9 @@
 """The training loop's rules, as a specification: the schedule, and what a resumed run keeps."""
 
 import os
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,8 @@ import torch
 from charrnn import api, checkpoint
 from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.trainer import FRESH_START_EVERY, fresh_starts, learning_rate, resumed_settings
-from conftest import ENGLISH
+from conftest import ENGLISH, TINY_MODEL
+from test_checkpoint import edited
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -19,16 +22,22 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert learning_rate(config, 50, 1.0) == pytest.approx(1e-3)
 
 
-def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budget_and_hardware():
+def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budget_schedule_cadence_and_hardware():
     saved = {"model_config": to_dict(ModelConfig(hidden=48, layers=2)), "corpus_args": ["/data/corpus.txt"],
-             "train_config": to_dict(TrainConfig(lr=3e-3, seq_len=32, steps=100, seed=7, device="cpu"))}
-    asked = TrainConfig(lr=1.0, seq_len=999, steps=200, seed=1, device="cuda", impl="cells", precision="bf16")
-    model, train, corpus = resumed_settings(saved, asked, [])
+             "train_config": to_dict(TrainConfig(lr=3e-3, seq_len=32, steps=100, seed=7, eval_every=50, device="cpu"))}
+    asked = TrainConfig(lr=1.0, seq_len=999, steps=200, seed=1, eval_every=5, device="cuda", impl="cells",
+                        precision="bf16")
+    given = ["lr", "seq_len", "steps", "seed", "eval_every", "hidden", "device", "impl", "precision", "init_from"]
+    model, train, corpus, ignored = resumed_settings(saved, asked, [], given)
     assert (model.hidden, model.layers) == (48, 2) and corpus == ["/data/corpus.txt"]
-    assert (train.lr, train.seq_len, train.seed) == (3e-3, 32, 7)  # the run's own
-    assert (train.steps, train.device, train.impl, train.precision) == (200, "cuda", "cells", "bf16")  # the new ones
-    kept = resumed_settings(saved, TrainConfig(), ["other.txt"])[1:]
-    assert kept[0].steps == 100 and kept[1] == ["other.txt"]  # no new budget: the run's own; a corpus given wins
+    assert (train.seq_len, train.seed) == (32, 7)  # the run's own
+    assert (train.steps, train.lr, train.eval_every) == (200, 1.0, 5)  # budget, schedule and cadence: the new ones
+    assert (train.device, train.impl, train.precision) == ("cuda", "cells", "bf16")  # this machine's
+    assert ignored == ["hidden", "init_from", "seed", "seq_len"]  # named in the warning
+    *kept, ignored = resumed_settings(saved, TrainConfig(lr=1.0, eval_every=5), ["other.txt"])
+    assert (kept[1].steps, kept[1].lr, kept[1].eval_every) == (100, 3e-3, 50)  # not given: the run's own
+    assert ignored == []
+    assert kept[2] == ["other.txt"]  # a corpus given wins, and is checked against the run's text
 
 
 def test_every_stream_starts_afresh_once_in_so_many_windows_and_the_rest_carry_on():
@@ -56,3 +65,54 @@ def test_an_interrupted_run_in_a_notebook_is_a_keyboard_interrupt_raised_after_s
         api.train(corpus, tmp_path / "run", steps=1000, on_progress=press_ctrl_c, layers=1, hidden=32, embed=16,
                   seq_len=32, batch_size=4, eval_every=10)
     assert checkpoint.load_checkpoint(tmp_path / "run" / checkpoint.LAST)["step"] == 3
+
+
+@pytest.fixture
+def resumable(tmp_path, tiny_run) -> Path:
+    """A copy of the tiny run, to resume."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock"))
+    return run
+
+
+@pytest.mark.parametrize("text, said", [
+    (ENGLISH * 20 + "All:\nSpeak.\n", "is 12 characters longer than when the run began"),  # appended
+    (ENGLISH * 60, f"is {len(ENGLISH) * 40:,} characters longer"),  # the file tripled
+    (ENGLISH * 19, f"is {len(ENGLISH):,} characters shorter"),
+    ("".join(reversed((ENGLISH * 20).splitlines(keepends=True))), "has the same length as when the run began, but"),
+    ((ENGLISH * 20).replace("!", "").replace("?", "!"), "holds other characters"),
+])
+def test_resume_refuses_a_corpus_changed_since_the_run_began(cli, resumable, text, said):
+    corpus = cli.cwd / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    before = (resumable / checkpoint.LAST).read_bytes()
+    refused = cli("train", corpus, "--resume", "-o", resumable, "--steps", "160", check_rc=1)
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("charrnn: error: the corpus (corpus) ") and said in line, line
+    assert "another --out" in line and "--force" in line
+    assert (resumable / checkpoint.LAST).read_bytes() == before
+    cli("train", corpus, "--force", "-o", resumable, "--steps", "2", "-q", *TINY_MODEL)  # the advice works
+
+
+def test_resume_of_the_same_text_goes_on_and_an_older_last_pt_without_a_digest_is_said_once(cli, resumable, tiny_run):
+    same = cli.cwd / "same.txt"
+    same.write_text((tiny_run.parent / "corpus.txt").read_text("utf-8"), encoding="utf-8")  # a copy: the text counts
+    assert cli("train", same, "--resume", "-o", resumable, "--steps", "152", "-q").stderr == ""
+    last = resumable / checkpoint.LAST
+    edited(last, last, lambda payload: [payload.pop(key) for key in ("corpus_digest", "corpus_chars")])
+    resumed = cli("train", same, "--resume", "-o", resumable, "--steps", "154", "-q")
+    (line,) = resumed.stderr.splitlines()
+    assert line.startswith("charrnn: warning: ") and "no digest" in line and "going on" in line
+    assert checkpoint.load_checkpoint(last)["step"] == 154 and "corpus_digest" in checkpoint.load_checkpoint(last)
+
+
+def test_resume_takes_the_flags_a_run_may_change_and_names_the_rest_in_one_warning(cli, resumable):
+    resumed = cli("train", "--resume", "-o", resumable, "--steps", "156", "--lr", "0.5", "--hidden", "999",
+                  "--batch-size", "7", "--eval-every", "2", "--seed", "9", "-q")
+    (line,) = resumed.stderr.splitlines()
+    assert line.startswith("charrnn: warning: ") and "--batch-size, --hidden, --seed" in line and "ignored" in line
+    assert "--lr" not in line.split("ignored")[0] and "--eval-every" not in line.split("ignored")[0]
+    payload = checkpoint.load_checkpoint(resumable / checkpoint.LAST)
+    assert (payload["model_config"]["hidden"], payload["train_config"]["batch_size"]) == (32, 4)  # the run's own
+    assert (payload["train_config"]["lr"], payload["train_config"]["eval_every"]) == (0.5, 2)  # honoured
+    assert [entry["step"] for entry in payload["history"] if entry["step"] > 150] == [152, 154, 156]
