@@ -7,16 +7,19 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from charrnn import checkpoint
+from charrnn import api, checkpoint
+from charrnn.config import SamplingSettings
 from charrnn.model import model_from_checkpoint
 from charrnn.sample import generate
 from charrnn.vocab import Vocab
 from conftest import charrnn_command
 
 llm = pytest.importorskip("llm")
+from charrnn.llm_plugin import transcript  # noqa: E402 (needs llm)
 
 PRIME = "First"
 OPTIONS = {"temperature": 0.8, "seed": 7, "length": 60}
@@ -62,7 +65,8 @@ def test_a_conversation_continues_its_transcript(runs, monkeypatch):
     first = conversation.prompt(PRIME, **OPTIONS).text()
     second = conversation.prompt("\nAll:", **OPTIONS).text()
     payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(str(runs / "tiny")))
-    steps = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]), prime=PRIME + first + "\nAll:", **OPTIONS)
+    steps = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]), prime=PRIME + first + "\nAll:",
+                     settings=SamplingSettings(**OPTIONS))
     assert second == "".join(char for (char,) in steps)
 
 
@@ -78,3 +82,43 @@ def test_the_llm_command_finds_runs_under_the_working_directory_and_logs_them(ru
     (logged,) = json.loads(run_llm("logs", "-n", "1", "--json"))
     assert (logged["model"], logged["prompt"], logged["response"], logged["options_json"]) == \
         ("charrnn/tiny", PRIME, sampled, OPTIONS)
+
+
+def expected_after(runs: Path, prime: str) -> str:
+    """What the tiny run writes after `prime` with OPTIONS, through charrnn's own API."""
+    return "".join(api.load(runs / "tiny").stream(prime, **OPTIONS))
+
+
+def turn(prompt: str, reply: str = "", system: str | None = None) -> SimpleNamespace:
+    """What transcript reads of an llm response: its prompt (with any system prompt) and its text."""
+    return SimpleNamespace(prompt=SimpleNamespace(prompt=prompt, system=system), text=lambda: reply)
+
+
+def test_each_prompt_starts_a_line_of_its_own_after_the_models_reply_and_a_system_prompt_comes_first():
+    earlier = [turn("First", " Citizen: speak", system="A play."), turn("\nAll:", " Speak.\n")]
+    now = turn("Before").prompt
+    assert transcript(now, SimpleNamespace(responses=earlier)) == "A play.\nFirst Citizen: speak\nAll: Speak.\nBefore"
+    assert transcript(now, SimpleNamespace(responses=earlier[:1]), " ") == "A play. First Citizen: speak Before"
+    assert transcript(turn("First").prompt, None) == "First"
+
+
+def test_a_chat_reply_is_not_glued_to_the_next_prompt_and_a_system_prompt_primes(runs, monkeypatch):
+    monkeypatch.setenv("CHARRNN_RUNS", str(runs))
+    conversation = llm.get_model("charrnn/tiny").conversation()
+    first = conversation.prompt("All", system="First Citizen:", **{**OPTIONS, "length": 7}).text()
+    assert first == expected_after(runs, "First Citizen:\nAll")[:7] and not first.endswith("\n")
+    second = conversation.prompt("All:", **OPTIONS).text()
+    assert second == expected_after(runs, "First Citizen:\nAll" + first + "\nAll:")
+
+
+@pytest.mark.parametrize("prompt, options, said", [
+    (PRIME, {"top_p": 1.5}, "-o top_p must be in (0, 1] (got 1.5)"),
+    (PRIME, {"temperature": -1.0}, "-o temperature must be"),
+    (PRIME, {"seed": 2**70}, "-o seed must be"),
+    ("All \u2603", {}, "never saw: '\u2603'; leave them out of the prompt or system prompt"),
+])
+def test_errors_name_what_an_llm_user_typed(runs, monkeypatch, prompt, options, said):
+    monkeypatch.setenv("CHARRNN_RUNS", str(runs))
+    with pytest.raises(llm.ModelError) as refused:
+        llm.get_model("charrnn/tiny").prompt(prompt, **options).text()
+    assert said in str(refused.value) and " --" not in str(refused.value), refused.value
