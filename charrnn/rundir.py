@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from charrnn import layout, writes
 from charrnn.errors import CharRNNError

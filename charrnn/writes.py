@@ -16,8 +16,9 @@ import contextlib
 import glob
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, TextIO
+from typing import BinaryIO, Optional, TextIO
 
 from charrnn.errors import CharRNNError
 

@@ -158,9 +158,9 @@ def test_a_folder_of_the_users_is_no_run_and_written_only_with_force(tmp_path, n
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / name).write_bytes(SECRET)
-    with pytest.raises(CharRNNError, match=rf"not empty \({re.escape(name)}\) and holds no charrnn run.*--force"):
-        with rundir.removed_if_unused(folder):
-            rundir.prepare(folder, resume=False, force=False)
+    refusal = rf"not empty \({re.escape(name)}\) and holds no charrnn run.*--force"
+    with pytest.raises(CharRNNError, match=refusal), rundir.removed_if_unused(folder):
+        rundir.prepare(folder, resume=False, force=False)
     assert [p.name for p in folder.iterdir()] == [name] and (folder / name).read_bytes() == SECRET
     claimed = rundir.default_directory(folder)  # nor is it a default run directory
     assert claimed == tmp_path / "mine-2" and (folder / name).read_bytes() == SECRET
@@ -184,7 +184,8 @@ def full_disk_for_locks(monkeypatch) -> None:
 @pytest.mark.parametrize("given", [True, False])
 def test_a_full_disk_at_the_lock_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch, given):
     full_disk_for_locks(monkeypatch)
-    with pytest.raises(CharRNNError, match=r"cannot write to the run directory .*/runs/corpus \(No space left on device\)"):
+    refusal = r"cannot write to the run directory .*/runs/corpus \(No space left on device\)"
+    with pytest.raises(CharRNNError, match=refusal):
         if given:
             with rundir.removed_if_unused(tmp_path / "runs" / "corpus"):
                 rundir.prepare(tmp_path / "runs" / "corpus", resume=False, force=False)

@@ -51,9 +51,8 @@ def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path, secret):
 def test_a_file_appended_to_in_place_must_be_charrnns_own(tmp_path, secret, kind):
     metrics = tmp_path / "metrics.jsonl"
     metrics.symlink_to(secret) if kind == "symlink" else os.link(secret, metrics)
-    with pytest.raises(CharRNNError, match="symbolic link|not a plain file"):
-        with writes.appending(metrics) as f:
-            f.write("{}\n")
+    with pytest.raises(CharRNNError, match="symbolic link|not a plain file"), writes.appending(metrics) as f:
+        f.write("{}\n")
     assert secret.read_bytes() == SECRET
 
 
