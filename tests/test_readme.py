@@ -77,3 +77,10 @@ def test_readme_links_point_at_files_of_the_repository():
     targets = [target for target in re.findall(r"\]\(([^)#]+)\)", text) if "://" not in target]
     assert targets
     assert [target for target in targets if not (README.parent / target).exists()] == []
+
+
+def test_the_code_map_names_modules_that_exist():
+    code_map = README.read_text(encoding="utf-8").split("\n## The code\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(?:charrnn/)?([\w.]+\.(?:py|json))`", code_map)
+    assert len(named) > 10
+    assert [name for name in named if not (README.parent / "charrnn" / name).exists()] == []
