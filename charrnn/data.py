@@ -21,7 +21,7 @@ from charrnn import cache, corpora, streams, writes
 from charrnn.errors import CharRNNError
 from charrnn.vocab import UNKNOWN, Vocab, code_points, id_dtype
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 1 << 20  # read, decoded and looked up at a time: bigger only costs memory (benchmarks/RESULTS.md)
 BUILTIN_NAME = "python-stdlib"
 BUILTIN_CAP_BYTES = 4 << 20  # a few MB of Python source: enough to learn from, quick to encode
 SNIFF_BYTES = 8192
@@ -122,20 +122,15 @@ def resolve_sources(args: list[str]) -> list[Source]:
             sources.extend(directory_sources(path))
         elif path.is_file():
             sources.append(file_source(path))
-        elif path.exists():
-            sources.append(special_file_source(path))
+        elif path.exists():  # a FIFO or a character device reads like stdin; what cannot be read is refused by its kind
+            streams.refuse_unreadable(arg)
+            sources.append(stream_source(path))
         elif corpora.is_named_corpus(arg):
             sources.append(file_source(corpora.fetch(arg)))
         else:
             raise CharRNNError(f"{arg}: no such file or directory; give a text file, a directory, - for stdin, "
                                "or a corpus name from `charrnn corpus list`")
     return sources
-
-
-def special_file_source(path: Path) -> Source:
-    """A FIFO or a character device reads like stdin; any other kind of file is refused by its kind."""
-    streams.refuse_unreadable(str(path))
-    return stream_source(path)
 
 
 def corpus_name(args: list[str]) -> str:
