@@ -194,9 +194,11 @@ HARDWARE = ("device", "impl", "precision")  # this machine's: always the ones as
 def resumed_settings(saved: dict, asked: TrainConfig, corpus_args: list[str],
                      given: Collection[str] = ()) -> tuple[ModelConfig, TrainConfig, list[str], list[str]]:
     """What a resumed run trains with: its own shape, settings and corpus, with the RESUMABLE settings that are
-    `given` (field names) and the hardware asked for; and the given settings it leaves aside, sorted."""
-    stored = from_dict(TrainConfig, saved["train_config"])
-    changes = {name: getattr(asked, name) for name in (*RESUMABLE, *HARDWARE) if name in given or name in HARDWARE}
+    `given` (field names) or asked for other than their default, and the hardware asked for; and the given
+    settings it leaves aside, sorted."""
+    stored, default = from_dict(TrainConfig, saved["train_config"]), TrainConfig()
+    changes = {name: getattr(asked, name) for name in (*RESUMABLE, *HARDWARE)
+               if name in given or name in HARDWARE or getattr(asked, name) != getattr(default, name)}
     ignored = sorted(set(given) - set(RESUMABLE) - set(HARDWARE))
     model_config = from_dict(ModelConfig, saved["model_config"])
     return model_config, replace(stored, **changes), corpus_args or saved["corpus_args"], ignored

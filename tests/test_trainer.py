@@ -34,9 +34,10 @@ def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budge
     assert (train.steps, train.lr, train.eval_every) == (200, 1.0, 5)  # budget, schedule and cadence: the new ones
     assert (train.device, train.impl, train.precision) == ("cuda", "cells", "bf16")  # this machine's
     assert ignored == ["hidden", "init_from", "seed", "seq_len"]  # named in the warning
-    *kept, ignored = resumed_settings(saved, TrainConfig(lr=1.0, eval_every=5), ["other.txt"])
+    *kept, ignored = resumed_settings(saved, TrainConfig(), ["other.txt"])
     assert (kept[1].steps, kept[1].lr, kept[1].eval_every) == (100, 3e-3, 50)  # not given: the run's own
     assert ignored == []
+    assert resumed_settings(saved, TrainConfig(steps=300), [])[1].steps == 300  # set, though not named as given
     assert kept[2] == ["other.txt"]  # a corpus given wins, and is checked against the run's text
 
 
