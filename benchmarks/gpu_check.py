@@ -39,7 +39,7 @@ import throughput  # noqa: E402
 from distributed import free_port  # noqa: E402  (benchmarks/distributed.py)
 
 from charrnn import checkpoint  # noqa: E402
-from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
+from charrnn.config import ModelConfig, SamplingSettings, TrainConfig  # noqa: E402
 from charrnn.device import pick_device, synchronize  # noqa: E402
 from charrnn.model import model_from_checkpoint  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
@@ -135,10 +135,10 @@ def quality_in_3_minutes(context: Context) -> dict:
 
 def timed_generation(model, vocab: Vocab, device: torch.device, samples: int, length: int) -> float:
     """Characters a second over `samples` samples of `length`, after a short untimed warm-up."""
-    for _ in generate(model, vocab, length=4, seed=0, num_samples=samples, device=device):
+    for _ in generate(model, vocab, settings=SamplingSettings(length=4, seed=0, n=samples), device=device):
         pass
     started = time.perf_counter()
-    for _ in generate(model, vocab, length=length, seed=0, num_samples=samples, device=device):
+    for _ in generate(model, vocab, settings=SamplingSettings(length=length, seed=0, n=samples), device=device):
         pass
     synchronize(device)
     return samples * length / (time.perf_counter() - started)
@@ -185,7 +185,7 @@ def torchrun_train_and_sample(context: Context) -> dict:
               "--eval-every", str(steps // 2), "--device", context.device, *shape])
     payload = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)
     model, vocab = model_from_checkpoint(payload, device=device), Vocab(payload["vocab"])
-    text = "".join(c for (c,) in generate(model, vocab, length=200, seed=0, device=device))
+    text = "".join(c for (c,) in generate(model, vocab, settings=SamplingSettings(length=200, seed=0), device=device))
     return {"ok": collective["all_reduce_ok"] and payload["step"] == steps, **collective,
             "trained_steps": payload["step"], "val_loss": payload["val_loss"], "written_on": payload["device"], "sample": text[:80],
             "sample_nats_per_char": nats_per_char(model_from_checkpoint(payload, device=torch.device("cpu")), vocab, text)}
@@ -211,9 +211,10 @@ def gpu_checkpoint_on_cpu(context: Context) -> dict:
     for name in dict.fromkeys([context.device, "cpu"]):
         device = pick_device(name)
         model = model_from_checkpoint(payload, device=device)
-        greedy[name], sampled[name] = ("".join(c for (c,) in generate(model, vocab, length=300, temperature=temperature, seed=0,
-                                                                      device=device, precision="fp32"))
-                                       for temperature in (0, 1))
+        greedy[name], sampled[name] = (
+            "".join(c for (c,) in generate(model, vocab, device=device, settings=SamplingSettings(
+                length=300, temperature=temperature, seed=0, precision="fp32")))
+            for temperature in (0, 1))
     on_device, on_cpu = greedy[context.device], greedy["cpu"]
     differs_at = next((i for i, (a, b) in enumerate(zip(on_device, on_cpu)) if a != b), None)
     scorer = model_from_checkpoint(payload, device=torch.device("cpu"))

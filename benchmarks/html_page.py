@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the browser as the page's test drives it
 
 from charrnn import checkpoint  # noqa: E402
-from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
+from charrnn.config import ModelConfig, SamplingSettings, TrainConfig  # noqa: E402
 from charrnn.export_html import write_html  # noqa: E402
 from charrnn.model import CharRNN, model_from_checkpoint  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
@@ -62,8 +62,8 @@ def untrained_payload(folder: Path, hidden: int, embed: int) -> dict:
 def generate_chars_per_s(payload: dict, length: int, temperature: float, precision: str) -> float:
     """`charrnn sample`'s generation on one thread, timed from its first character to its last."""
     torch.set_num_threads(1)
-    steps = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]), length=length + 1,
-                     temperature=temperature, seed=1, precision=precision)
+    steps = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]),
+                     settings=SamplingSettings(length=length + 1, temperature=temperature, seed=1, precision=precision))
     next(steps)  # the first holds the set-up (the prime, packing the weights), as the page's clock leaves out its own
     start = time.perf_counter()
     for _ in steps:

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charrnn.config import ModelConfig  # noqa: E402
+from charrnn.config import ModelConfig, SamplingSettings  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
 from charrnn.stepper import resolve_weight_precision  # noqa: E402
@@ -68,7 +68,7 @@ def naive_loop(model: CharRNN, length: int, seed: int, onednn: bool = False, thr
 def charrnn_loop(model: CharRNN, length: int, seed: int, num_samples: int, precision: str = "auto",
                  threads: Optional[int] = None) -> None:
     """What `charrnn sample` runs; its choice of threads unless `threads` fixes them."""
-    steps = generate(model, VOCAB, length=length, seed=seed, num_samples=num_samples, precision=precision)
+    steps = generate(model, VOCAB, settings=SamplingSettings(length=length, seed=seed, n=num_samples, precision=precision))
     for _ in on_fastest_threads(steps, (threads,) if threads else thread_choices(num_samples)):
         pass
 

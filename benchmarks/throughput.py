@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from charrnn.cells import GATES  # noqa: E402
-from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
+from charrnn.config import ModelConfig, SamplingSettings, TrainConfig  # noqa: E402
 from charrnn.device import pick_device, resolve_precision  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
 from charrnn.trainer import Trainer  # noqa: E402
@@ -140,7 +140,7 @@ def measure_training(trainer: Trainer, steps: int) -> float:
 def measure_sampling(trainer: Trainer, chars: int) -> float:
     model = trainer.model
     started = time.perf_counter()
-    produced = sum(1 for _ in generate(model, trainer.corpus.vocab, length=chars, temperature=1.0, seed=0,
+    produced = sum(1 for _ in generate(model, trainer.corpus.vocab, settings=SamplingSettings(length=chars, seed=0),
                                        device=trainer.device))
     synchronize(trainer.device)
     seconds = time.perf_counter() - started

@@ -9,24 +9,19 @@ kernels are tested against, and the place for variants cuDNN does not have.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from charrnn.state import State, join_layers, split_layers, zero_state
+
 KINDS = ("rnn", "gru", "lstm")
 IMPLEMENTATIONS = ("fused", "cells")
 
-# A layer's state: the hidden vector, or for the LSTM the pair (hidden, cell_state).
-State = Union[Tensor, tuple[Tensor, Tensor]]
 # What one step returns besides the state, by name: "hidden", and the gates when the cell has them.
 Internals = dict[str, Tensor]
-
-
-def map_state(function: Callable[[Tensor], Tensor], state: State) -> State:
-    """`function` applied to the state's tensor, or to each of the LSTM's pair: the one place that knows both shapes."""
-    return tuple(function(part) for part in state) if isinstance(state, (tuple, list)) else function(state)
 
 
 def rnn_cell(input_projection: Tensor, hidden: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Internals]:
@@ -152,8 +147,8 @@ class CellStack(nn.Module):
         if inputs.dim() != 3:
             raise ValueError(f"expected inputs [batch, time, features], got shape {tuple(inputs.shape)}")
         if state is None:
-            state = self._zero_state(inputs)
-        layer_states = self._split_layers(state)
+            state = zero_state(self.kind, self.num_layers, inputs.shape[0], self.hidden_size, inputs.device, inputs.dtype)
+        layer_states = split_layers(state)
         final_states, internals = [], []
         layer_input = inputs
         for layer in range(self.num_layers):
@@ -165,7 +160,7 @@ class CellStack(nn.Module):
             is_last = layer == self.num_layers - 1
             # Dropout goes between layers only, as in torch: never on the stack's own output.
             layer_input = layer_output if is_last else F.dropout(layer_output, self.dropout, self.training)
-        return layer_input, self._join_layers(final_states), internals if collect_internals else None
+        return layer_input, join_layers(final_states), internals if collect_internals else None
 
     def _run_layer(
         self, layer: int, inputs: Tensor, state: State, collect_internals: bool
@@ -187,23 +182,6 @@ class CellStack(nn.Module):
         if collect_internals:
             internals = {name: torch.stack([step[name] for step in steps], dim=1) for name in steps[0]}
         return torch.stack(hiddens, dim=1), state, internals
-
-    def _zero_state(self, inputs: Tensor) -> State:
-        zeros = inputs.new_zeros(self.num_layers, inputs.shape[0], self.hidden_size)
-        return (zeros, zeros.clone()) if self.kind == "lstm" else zeros
-
-    def _split_layers(self, state: State) -> list[State]:
-        """[layers, batch, hidden] (or a pair of them) -> one state per layer."""
-        if self.kind == "lstm":
-            hidden, cell_state = state
-            return list(zip(hidden.unbind(0), cell_state.unbind(0)))
-        return list(state.unbind(0))
-
-    def _join_layers(self, states: list[State]) -> State:
-        if self.kind == "lstm":
-            hiddens, cell_states = zip(*states)
-            return torch.stack(hiddens), torch.stack(cell_states)
-        return torch.stack(states)
 
 
 def recurrent_stack(

@@ -13,6 +13,8 @@ MODEL_KINDS = ("rnn", "gru", "lstm")
 IMPLEMENTATIONS = ("fused", "cells")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+# How generation stores the weights (charrnn.stepper). auto: fp16 on x86 CPUs, int8 there for a batch; fp32 elsewhere.
+WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 # What torch's generators take as a seed: a 64-bit integer, signed or not (-1 and 2**64 - 1 are one seed).
 SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -177,3 +179,57 @@ class DynamicSettings:
 # toward the trained weights works against the point. Held-out loss on a 53 KB text of another register
 # after adapting to its first 90%: 2.151 unadapted, 1.845 with decay 0.003, 1.784 without (RESULTS.md).
 ADAPTING = DynamicSettings(decay=0.0)
+
+
+# Below this temperature a sample is drawn greedily. In float32, softmax(logits / t) is one-hot once the top two
+# logits are more than 104 t apart (exp underflows), and distinct logits of magnitude 1e-3 or more are at least
+# 1e-10 apart, so below 1e-12 the draw is the greedy one anyway. Far below, logits / t overflow to inf and softmax
+# gives NaN: on the tiny test LSTM (|logits| up to 6.6; one-hot from t = 1e-6), from t = 1e-38 every draw was its
+# first character, a newline (benchmarks/temperature.py on 4k characters of tiny-shakespeare).
+GREEDY_BELOW = 1e-12
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How samples are drawn: what `charrnn sample` takes and its --json records, checked once, here, when made."""
+
+    length: int = 1000  # characters per sample
+    temperature: float = 1.0  # 0 (or below GREEDY_BELOW): the likeliest character
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    seed: Optional[int] = None  # None: a fresh one (see LanguageModel.settled, which draws it to record)
+    n: int = 1  # samples, drawn as one batch
+    precision: str = "auto"  # one of WEIGHT_PRECISIONS
+    stop: tuple[str, ...] = ()  # a sample ends before the first of these
+    lines: bool = False  # each sample one line
+
+    def __post_init__(self):
+        object.__setattr__(self, "stop", tuple(self.stop))  # a list is kept as a tuple, so the settings stay frozen
+        # Written so that NaN fails each test: it compares false with everything.
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise SettingError(f"--temp must be 0 (greedy) or a finite number above it (got {self.temperature})")
+        if self.top_k is not None and self.top_k < 1:
+            raise SettingError(f"--top-k must be at least 1 (got {self.top_k})")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise SettingError(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.length < 0:
+            raise SettingError(f"--length must be 0 or more (got {self.length})")
+        validate_seed(self.seed)
+        if self.n < 1:
+            raise SettingError(f"-n/--num-samples must be at least 1 (got {self.n})")
+        if self.precision not in WEIGHT_PRECISIONS:
+            raise SettingError(f"unknown --precision {self.precision!r} for sampling; "
+                               f"choose one of {', '.join(WEIGHT_PRECISIONS)}")
+        if "" in self.stop:
+            raise SettingError("--stop needs some text: an empty string would end every sample before it began")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
+
+    def record(self) -> dict:
+        """The settings as `sample --json` writes them, by the names of its flags."""
+        values = asdict(self)
+        values["num_samples"] = values.pop("n")
+        values["stop"] = list(self.stop)
+        return values

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from charrnn.cells import map_state
+from charrnn.state import map_state
 from charrnn.data import Windows
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError
@@ -171,13 +171,12 @@ class Group:
         A collective: every rank calls it; rank 0 gets the entries, the others None (they write nothing).
         Every rank carries as many streams, so the shares gather as tensors of one shape.
         """
-        parts = hidden if isinstance(hidden, tuple) else (hidden,)
-        wholes = tuple(torch.cat(self.gather_tensors(part), dim=1) for part in parts)
+        whole = map_state(lambda part: torch.cat(self.gather_tensors(part), dim=1), hidden)
         gathered_rng = {name: self.gather_tensors(state) for name, state in rng.items()}
         if not self.is_main:
             return None
         rank_rng = [{name: states[rank] for name, states in gathered_rng.items()} for rank in range(self.world_size)]
-        return {"hidden_state": wholes if isinstance(hidden, tuple) else wholes[0], "rng": rank_rng[0],
+        return {"hidden_state": whole, "rng": rank_rng[0],
                 "rank_rng": rank_rng, "world_size": self.world_size}
 
     def resumed_share(self, saved: dict):

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
-from charrnn.config import validate_seed
-from charrnn.errors import CharRNNError, SettingError
-from charrnn.model import CharRNN, State
+from charrnn.config import SamplingSettings
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
+from charrnn.state import State
 from charrnn.stepper import Stepper, resolve_weight_precision
 from charrnn.vocab import UNKNOWN, Vocab, code_points
 
@@ -19,20 +19,6 @@ from charrnn.vocab import UNKNOWN, Vocab, code_points
 # call's activations grow with its length (a 5 MB prime in one call asked for over 5 GB on a 1x32
 # LSTM), so a prime of any length, even an endless one piped in, is read in the memory of this many.
 PRIME_CHUNK = 4096
-
-
-def validate_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float], length: int,
-                      seed: Optional[int] = None) -> None:
-    # Written so that NaN fails each test: it compares false with everything.
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise SettingError(f"--temp must be 0 (greedy) or a finite number above it (got {temperature})")
-    if top_k is not None and top_k < 1:
-        raise SettingError(f"--top-k must be at least 1 (got {top_k})")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise SettingError(f"--top-p must be in (0, 1] (got {top_p})")
-    if length < 0:
-        raise SettingError(f"--length must be 0 or more (got {length})")
-    validate_seed(seed)
 
 
 def chosen_seed(seed: Optional[int]) -> int:
@@ -52,26 +38,25 @@ def prime_ids(vocab: Vocab, prime: str) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def check_prime(vocab: Vocab, prime: str) -> None:
-    """Refuse, before any text is written, a prime with characters the model cannot read."""
-    prime_ids(vocab, prime)
+Prime = Union[str, Iterable[str]]  # a string, or its pieces as they arrive (a stream read lazily)
 
 
-def checked_pieces(vocab: Vocab, pieces: Iterable[str]) -> Iterator[str]:
-    """Pass a streamed prime on piece by piece, each refused before anything after it (the echo) sees it."""
-    for piece in pieces:
-        check_prime(vocab, piece)
-        yield piece
+def encoded(vocab: Vocab, prime: Prime) -> Iterable[np.ndarray]:
+    """The prime's ids, piece by piece: a string's now, so that it is refused at once; a stream's as each piece is
+    read, so that a piece is refused before anything after it (or its own echo: see cli.passed_on) is written."""
+    if isinstance(prime, str):
+        return [prime_ids(vocab, prime)]
+    return (prime_ids(vocab, piece) for piece in prime)
 
 
-def read_prime(model: CharRNN, vocab: Vocab, pieces: Iterable[str],
+def read_prime(model: CharRNN, pieces: Iterable[np.ndarray],
                device: torch.device) -> tuple[Optional[torch.Tensor], Optional[State]]:
     """The logits after the prime's last character, and the state: PRIME_CHUNK characters per call, so
     memory stays that of one chunk however long the prime. (None, None) for an empty prime."""
     logits, state = None, None
     for piece in pieces:
         for start in range(0, len(piece), PRIME_CHUNK):
-            ids = torch.from_numpy(prime_ids(vocab, piece[start : start + PRIME_CHUNK])).to(device)
+            ids = torch.from_numpy(piece[start : start + PRIME_CHUNK]).to(device)
             chunk_logits, state = model(ids.unsqueeze(0), state)
             logits = chunk_logits[:, -1]
     return logits, state
@@ -92,13 +77,13 @@ def filter_logits(logits: torch.Tensor, top_k: Optional[int], top_p: Optional[fl
     return logits
 
 
-def choose(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
-           generator: torch.Generator) -> torch.Tensor:
+def choose(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator) -> torch.Tensor:
     """One character id per row of `logits` [batch, vocab]."""
-    if temperature == 0:
+    if settings.greedy:
         return logits.argmax(dim=-1)
+    temperature = settings.temperature
     scaled = logits.float() if temperature == 1 else logits.float() / temperature  # at 1, a call per step saved
-    probabilities = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
+    probabilities = torch.softmax(filter_logits(scaled, settings.top_k, settings.top_p), dim=-1)
     # The exponential race: argmax(p / Exp(1)) picks id i with probability p_i. It is what
     # torch.multinomial does for one draw (same generator, same pick) without its input checks,
     # which cost three times the draw itself at batch 1.
@@ -106,32 +91,35 @@ def choose(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p
     return probabilities.div_(race).argmax(dim=-1)
 
 
-@torch.inference_mode()
-def generate(model: CharRNN, vocab: Vocab, prime: Union[str, Iterable[str]] = "", length: int = 1000, temperature: float = 1.0,
-             top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
-             num_samples: int = 1, device: Optional[torch.device] = None, precision: str = "auto") -> Iterator[list[str]]:
-    """Yield, for each new position, the next character of every sample.
+def generate(model: CharRNN, vocab: Vocab, prime: Prime = "", settings: Optional[SamplingSettings] = None,
+             device: Optional[torch.device] = None) -> Iterator[list[str]]:
+    """Yield, for each new position, the next character of every sample (`settings.n` of them).
 
-    `prime` is a string, or its pieces as they arrive (a stream, read lazily: see `read_prime`).
-    `precision` is how the steps store the weights (see `stepper.WEIGHT_PRECISIONS`); the prime is
-    always read by the model itself, in fp32.
+    The prime is refused now if the model cannot read some of it (a stream: as each piece is read, see
+    `encoded`); it is always read by the model itself, in fp32. `settings` default to SamplingSettings();
+    their precision is how the steps store the weights; stop strings and lines are the caller's (`items`).
     """
-    validate_sampling(temperature, top_k, top_p, length, seed)
-    device = device or next(model.parameters()).device
-    precision = resolve_weight_precision(precision, device, num_samples)
+    return steps(model, vocab, encoded(vocab, prime), settings or SamplingSettings(),
+                 device or next(model.parameters()).device)
+
+
+@torch.inference_mode()
+def steps(model: CharRNN, vocab: Vocab, prime: Iterable[np.ndarray], settings: SamplingSettings,
+          device: torch.device) -> Iterator[list[str]]:
+    precision = resolve_weight_precision(settings.precision, device, settings.n)
     model.eval()
     # Drawn on the host whatever the device: a seed gives the same draws everywhere (a GPU's generator makes others),
     # and a draw is too little work to gain from a GPU.
     generator = torch.Generator()
-    generator.manual_seed(chosen_seed(seed))
+    generator.manual_seed(chosen_seed(settings.seed))
     # The prime is read once, for all samples: every sample continues from its state.
-    logits, state = read_prime(model, vocab, [prime] if isinstance(prime, str) else prime, device)
+    logits, state = read_prime(model, prime, device)
     if logits is None:  # no prime: start as at the beginning of a line, so the first character is a likely one
-        logits, state = read_prime(model, vocab, ["\n" if "\n" in vocab else vocab.chars[0]], device)
-    logits = logits.expand(num_samples, -1)
+        logits, state = read_prime(model, encoded(vocab, "\n" if "\n" in vocab else vocab.chars[0]), device)
+    logits = logits.expand(settings.n, -1)
     stepper = Stepper(model, state, precision)
-    stepper.repeat(num_samples)
-    for _ in range(length):
-        chosen = choose(logits.cpu(), temperature, top_k, top_p, generator)
+    stepper.repeat(settings.n)
+    for _ in range(settings.length):
+        chosen = choose(logits.cpu(), settings, generator)
         yield [vocab.chars[i] for i in chosen.tolist()]
         logits = stepper.step(chosen.to(device))

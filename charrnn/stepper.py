@@ -20,14 +20,12 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from charrnn.cells import gru_update, lstm_update, map_state, rnn_update
-from charrnn.errors import CharRNNError, SettingError
-from charrnn.model import CharRNN, State
+from charrnn.cells import gru_update, lstm_update, rnn_update
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
+from charrnn.state import State, hidden_of, join_layers, map_state, split_layers, zero_state
 
 UPDATES = {"rnn": rnn_update, "lstm": lstm_update}
-# How generation stores the weights. auto: on x86 CPUs, fp16 for a few samples and int8 for a
-# batch of BATCHED_SAMPLES or more; fp32 elsewhere (CUDA, MPS, ARM).
-WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 PACKED_PRECISIONS = ("fp16", "int8")  # multiplied by fbgemm, from its own packed layouts
 BATCHED_SAMPLES = 4  # from this many samples, int8 on every core beats fp16 on one (benchmarks/RESULTS.md)
 # torch marks its fbgemm fp16 functions and quantized tensors deprecated, yet they are its fastest products
@@ -51,8 +49,8 @@ def packed_weights_supported(precision: str) -> bool:
 
 
 def resolve_weight_precision(name: str, device: torch.device, num_samples: int = 1) -> str:
-    if name not in WEIGHT_PRECISIONS:
-        raise SettingError(f"unknown --precision {name!r} for sampling; choose one of {', '.join(WEIGHT_PRECISIONS)}")
+    """One of config.WEIGHT_PRECISIONS made concrete for this device: auto is fp16 on x86 CPUs, int8 there for a
+    batch of BATCHED_SAMPLES or more, fp32 elsewhere (CUDA, MPS, ARM); fp16 and int8 refused where fbgemm is not."""
     on_cpu = device.type == "cpu"
     if name in PACKED_PRECISIONS and not (on_cpu and packed_weights_supported(name)):
         raise CharRNNError(f"--precision {name}: {name} weights need fbgemm (x86 with AVX2, a CPU device); use --precision fp32")
@@ -124,12 +122,13 @@ class Stepper:
                 for layer in range(1, self.layers)]
         self.head = Projection(model.head.weight.detach(), model.head.bias.detach(), precision)
         self.hidden_size = model.config.hidden
-        self.states: list[State] = self._split(state) if state is not None else []
+        self.states: list[State] = split_layers(state) if state is not None else []
 
     def reset(self, batch_size: int) -> None:
         """Start every sample from the zero state."""
-        zeros = self.input_table.new_zeros(batch_size, self.hidden_size)
-        self.states = [(zeros, zeros) if self.kind == "lstm" else zeros for _ in range(self.layers)]
+        zeros = zero_state(self.kind, self.layers, batch_size, self.hidden_size, self.input_table.device,
+                           self.input_table.dtype)
+        self.states = split_layers(zeros)
 
     def repeat(self, copies: int) -> None:
         """Continue `copies` samples from a carried state of batch size 1 (a prime is read once for all)."""
@@ -146,7 +145,7 @@ class Stepper:
                 projection = self.input_table.index_select(0, ids) if below is None else self.input_projections[layer](below)
                 state, internals = gru_update(projection, self.recurrent_projections[layer](state), state)
             else:
-                hidden = state[0] if self.kind == "lstm" else state
+                hidden = hidden_of(state)
                 if below is None:
                     summed = self.summed_projections[0](hidden, addend=self.input_table.index_select(0, ids))
                 else:
@@ -159,12 +158,4 @@ class Stepper:
     @property
     def state(self) -> State:
         """The carried state in the model's layout: [layers, batch, hidden] (a pair for the LSTM)."""
-        if self.kind == "lstm":
-            return torch.stack([h for h, _ in self.states]), torch.stack([c for _, c in self.states])
-        return torch.stack(self.states)
-
-    def _split(self, state: State) -> list[State]:
-        if self.kind == "lstm":
-            hidden, cell_state = state
-            return list(zip(hidden.unbind(0), cell_state.unbind(0)))
-        return list(state.unbind(0))
+        return join_layers(self.states)

@@ -1,10 +1,13 @@
-"""The written-out cells against torch's fused modules: same layout, same numbers, same gradients."""
+"""The written-out cells against torch's fused modules (cuDNN's on a GPU): same layout, same numbers, same
+gradients. The one home of fused == cells; test_model holds a trained checkpoint read both ways."""
 
 import pytest
 import torch
 from torch import nn
 
 from charrnn.cells import CellStack, recurrent_stack
+from charrnn.state import map_state
+from conftest import DEVICES
 
 KINDS = ("rnn", "gru", "lstm")
 BATCH, TIME, INPUT, HIDDEN = 3, 5, 4, 6
@@ -40,15 +43,16 @@ def leaf_copy(state):
     return copies if isinstance(state, tuple) else copies[0]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_state", [True, False], ids=["state", "no-state"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("kind", KINDS)
-def test_cells_match_fused_outputs_states_and_gradients(kind, num_layers, with_state):
-    fused, cells = make_pair(kind, num_layers)
-    inputs = torch.randn(BATCH, TIME, INPUT, dtype=torch.float64)
-    state = random_state(kind, num_layers) if with_state else None
-    output_weights = torch.randn(BATCH, TIME, HIDDEN, dtype=torch.float64)
-    state_weights = [torch.randn(num_layers, BATCH, HIDDEN, dtype=torch.float64) for _ in range(2)]
+def test_cells_match_fused_outputs_states_and_gradients(kind, num_layers, with_state, device):
+    fused, cells = (module.to(device) for module in make_pair(kind, num_layers))
+    inputs = torch.randn(BATCH, TIME, INPUT, dtype=torch.float64).to(device)
+    state = map_state(lambda part: part.to(device), random_state(kind, num_layers)) if with_state else None
+    output_weights = torch.randn(BATCH, TIME, HIDDEN, dtype=torch.float64).to(device)
+    state_weights = [torch.randn(num_layers, BATCH, HIDDEN, dtype=torch.float64).to(device) for _ in range(2)]
 
     results = []
     for module in (fused, cells):

@@ -5,8 +5,8 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from charrnn.config import ModelConfig, TrainConfig, parse_duration
-from charrnn.errors import CharRNNError
+from charrnn.config import ModelConfig, SamplingSettings, TrainConfig, parse_duration
+from charrnn.errors import CharRNNError, SettingError
 
 any_float = st.floats(allow_nan=True, allow_infinity=True)
 any_int = st.integers(min_value=-(2**70), max_value=2**70)
@@ -42,3 +42,32 @@ def test_numeric_options_are_taken_in_range_or_refused_in_one_line(cls, field, v
         assert not isinstance(value, float) or math.isfinite(value)
 
     check()
+
+
+@pytest.mark.parametrize("field, flag, values", [
+    ("temperature", "--temp", any_float), ("top_p", "--top-p", any_float), ("top_k", "--top-k", any_int),
+    ("length", "--length", any_int), ("n", "--num-samples", any_int), ("seed", "--seed", any_int),
+])
+def test_sampling_settings_are_taken_in_range_or_refused_as_a_usage_error(field, flag, values):
+    @settings(max_examples=25, deadline=None)
+    @given(value=values)
+    def check(value):
+        try:
+            SamplingSettings(**{field: value})
+        except SettingError as error:  # made once, checked once: the CLI and the API say the same
+            assert "\n" not in str(error) and flag in str(error)
+            return
+        assert not isinstance(value, float) or math.isfinite(value)
+
+    check()
+
+
+def test_sampling_settings_refuse_what_no_model_could_use_and_record_what_they_hold():
+    with pytest.raises(SettingError, match="--precision 'bf16' for sampling; choose one of auto, fp32, fp16, int8"):
+        SamplingSettings(precision="bf16")
+    with pytest.raises(SettingError, match="--stop needs some text"):
+        SamplingSettings(stop=["ab", ""])
+    made = SamplingSettings(temperature=0.5, n=3, stop=["ab"], lines=True)
+    assert made.stop == ("ab",) and hash(made)  # a list is kept as a tuple: frozen all through
+    assert made.record() == {"length": 1000, "temperature": 0.5, "top_k": None, "top_p": None, "seed": None,
+                             "num_samples": 3, "precision": "auto", "stop": ["ab"], "lines": True}

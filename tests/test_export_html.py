@@ -12,7 +12,7 @@ import torch
 
 import headless_chromium
 from charrnn import checkpoint
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, SamplingSettings, TrainConfig
 from charrnn.export_html import render_html, script_safe, write_html
 from charrnn.model import CharRNN, model_from_checkpoint
 from charrnn.sample import generate
@@ -78,7 +78,8 @@ def test_every_cell_and_a_stack_of_layers_step_as_torch(browser, tmp_path, kind)
     write_html(payload, tmp_path / "model.html")
     browser.open(tmp_path / "model.html")
     model, vocab = model_from_checkpoint(payload), Vocab(payload["vocab"])
-    greedy = "".join(char for (char,) in generate(model, vocab, prime="All:", length=100, temperature=0, precision="fp32"))
+    greedy = "".join(char for (char,) in generate(model, vocab, prime="All:",
+                                                     settings=SamplingSettings(length=100, temperature=0, precision="fp32")))
     assert browser.generate("All:", 0, 100)["text"] == "All:" + greedy
     text = ENGLISH[:120]
     bpc = float(np.mean(trace_text(payload, text).surprise))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from charrnn.config import ModelConfig
+from charrnn.config import ModelConfig, SamplingSettings
 from charrnn.errors import CharRNNError
 from charrnn.items import Part, SampleText, ShownPrime, endings, ordered_parts, whole_samples
 from charrnn.model import CharRNN
@@ -65,10 +65,10 @@ def test_without_stop_strings_the_first_sample_streams_and_the_rest_follow_whole
 def test_stops_cut_a_real_batch_where_they_begin():
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=len(VOCAB), model="lstm", layers=1, hidden=16, embed=8)).eval()
-    options = dict(length=60, seed=4, num_samples=5, precision="fp32")
-    free = [text for _, text in whole_samples(ordered_parts(generate(model, VOCAB, **options), 5))]
+    settings = SamplingSettings(length=60, seed=4, n=5, precision="fp32")
+    free = [text for _, text in whole_samples(ordered_parts(generate(model, VOCAB, settings=settings), 5))]
     stops = ("\n", "ab")
-    ended = [text for _, text in whole_samples(ordered_parts(generate(model, VOCAB, **options), 5, stops))]
+    ended = [text for _, text in whole_samples(ordered_parts(generate(model, VOCAB, settings=settings), 5, stops))]
     firsts = [min((text.find(stop) for stop in stops if stop in text), default=len(text)) for text in free]
     assert ended == [text[:first] for text, first in zip(free, firsts)]
     assert any(first < len(text) for text, first in zip(free, firsts))  # some sample was cut

@@ -10,7 +10,7 @@ import torch
 
 from charrnn import export
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
-from charrnn.config import ModelConfig, to_dict
+from charrnn.config import ModelConfig, SamplingSettings, to_dict
 from charrnn.model import CharRNN, model_from_checkpoint
 from charrnn.onnx_graph import one_step_model
 from charrnn.sample import generate
@@ -67,6 +67,6 @@ def test_a_trained_run_generates_the_same_greedy_text_in_onnxruntime(tiny_run, t
         text.append(vocab[int(logits.argmax())])
         logits, state = step(graph, np.array([vocab.index(text[-1])]), state)
     payload = load_checkpoint(resolve_checkpoint(str(tiny_run)))
-    expected = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]), prime=prime, length=200,
-                        temperature=0, precision="fp32")
+    expected = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]), prime=prime,
+                        settings=SamplingSettings(length=200, temperature=0, precision="fp32"))
     assert "".join(text) == "".join(char for (char,) in expected)

@@ -1,11 +1,11 @@
-"""The fast one-step path agrees with the model's full forward, for every cell and implementation."""
+"""The fast one-step path agrees with the model's full forward, for every cell type (the implementations share
+its parameters: test_cells), at every weight precision."""
 
 import pytest
 import torch
 
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
-from charrnn.sample import choose, filter_logits, generate
 from charrnn.errors import CharRNNError
 from charrnn.stepper import BATCHED_SAMPLES, Stepper, packed_weights_supported, resolve_weight_precision
 from charrnn.vocab import Vocab
@@ -13,20 +13,19 @@ from charrnn.vocab import Vocab
 VOCAB = Vocab("\n abcdefgh")
 
 
-def make_model(kind: str, impl: str, layers: int = 2) -> CharRNN:
+def make_model(kind: str, layers: int = 2) -> CharRNN:
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=len(VOCAB), model=kind, layers=layers, hidden=24, embed=8, dropout=0.2), impl=impl)
+    model = CharRNN(ModelConfig(vocab_size=len(VOCAB), model=kind, layers=layers, hidden=24, embed=8, dropout=0.2))
     with torch.no_grad():  # non-zero biases everywhere, so a misplaced bias would show
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     return model.eval()
 
 
-@pytest.mark.parametrize("impl", ["fused", "cells"])
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_step_logits_equal_the_full_forward(kind, impl, layers):
-    model = make_model(kind, impl, layers)
+def test_step_logits_equal_the_full_forward(kind, layers):
+    model = make_model(kind, layers)
     ids = torch.randint(len(VOCAB), (3, 12), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected, expected_state = model(ids)
@@ -41,7 +40,7 @@ def test_step_logits_equal_the_full_forward(kind, impl, layers):
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_a_fresh_stepper_starts_from_the_zero_state(kind):
-    model = make_model(kind, "fused")
+    model = make_model(kind)
     ids = torch.tensor([[1, 5, 2, 7]])
     with torch.inference_mode():
         expected, _ = model(ids)
@@ -51,7 +50,7 @@ def test_a_fresh_stepper_starts_from_the_zero_state(kind):
 
 
 def test_repeated_state_gives_every_sample_the_prime():
-    model = make_model("lstm", "fused")
+    model = make_model("lstm")
     prime = torch.tensor([[3, 1, 4]])
     with torch.inference_mode():
         _, state = model(prime)
@@ -60,41 +59,6 @@ def test_repeated_state_gives_every_sample_the_prime():
         logits = stepper.step(torch.full((5,), 2))
         expected, _ = model(torch.tensor([[3, 1, 4, 2]]))
     torch.testing.assert_close(logits, expected[:, -1].expand(5, -1), rtol=1e-5, atol=1e-5)
-
-
-def sample_texts(model, **options):
-    return ["".join(chars) for chars in zip(*generate(model, VOCAB, **options))]
-
-
-@pytest.mark.parametrize("impl", ["fused", "cells"])
-def test_same_seed_same_text_for_both_implementations(impl):
-    model = make_model("gru", impl)
-    first = sample_texts(model, prime="ab", length=40, seed=3, num_samples=4, top_k=5, temperature=0.8)
-    assert first == sample_texts(model, prime="ab", length=40, seed=3, num_samples=4, top_k=5, temperature=0.8)
-    assert first == sample_texts(make_model("gru", "cells" if impl == "fused" else "fused"),
-                                 prime="ab", length=40, seed=3, num_samples=4, top_k=5, temperature=0.8)
-    assert len(set(first)) > 1  # one batch, yet independent samples
-
-
-def test_greedy_matches_rerunning_the_prefix():
-    model = make_model("lstm", "fused")
-    generated = sample_texts(model, prime="ab", length=15, temperature=0.0)[0]
-    context = "ab"
-    for char in generated:
-        with torch.inference_mode():
-            logits, _ = model(torch.from_numpy(VOCAB.encode(context)).unsqueeze(0))
-        assert VOCAB.chars[int(logits[0, -1].argmax())] == char
-        context += char
-
-
-@pytest.mark.parametrize("top_k, top_p", [(None, None), (3, None), (None, 0.6)])
-def test_choose_draws_exactly_what_multinomial_draws(top_k, top_p):
-    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(0)) * 2
-    for seed in range(50):
-        chosen = choose(logits, 0.7, top_k, top_p, torch.Generator().manual_seed(seed))
-        probabilities = torch.softmax(filter_logits(logits / 0.7, top_k, top_p), dim=-1)
-        expected = torch.multinomial(probabilities, 1, generator=torch.Generator().manual_seed(seed)).squeeze(-1)
-        assert torch.equal(chosen, expected)
 
 
 # How far packed weights may move the logits and the loss: fp16 rounds W to 11 significant bits;
@@ -108,7 +72,7 @@ def test_packed_weights_move_the_logits_by_rounding_only(kind, precision):
     if not packed_weights_supported(precision):
         pytest.skip(f"{precision} weights need fbgemm (an x86 CPU build of torch)")
     logits_tolerance, loss_tolerance = PACKED_TOLERANCE[precision]
-    model = make_model(kind, "fused")
+    model = make_model(kind)
     ids = torch.randint(len(VOCAB), (1, 40), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         expected, _ = model(ids)
@@ -134,6 +98,4 @@ def test_sampling_precision_is_checked():
     for precision in ("fp16", "int8"):
         with pytest.raises(CharRNNError, match="fbgemm"):
             resolve_weight_precision(precision, cuda)
-    with pytest.raises(CharRNNError, match="choose one of auto, fp32, fp16, int8"):
-        resolve_weight_precision("bf16", cpu)
 
