@@ -160,7 +160,8 @@ def text_chunks(source: Source, encoding: str, errors: str) -> Iterator[str]:
             try:
                 yield decoder.decode(chunk)
             except UnicodeDecodeError as error:
-                raise streams.undecodable(source.name, encoding, f"at byte {offset - pending + skipped + error.start}") from None
+                where = f"at byte {offset - pending + skipped + error.start}"
+                raise streams.undecodable(source.name, encoding, where) from None
             except UnicodeError as error:  # e.g. utf-16 with no byte-order mark: the encoding needs a variant
                 raise CharRNNError(f"{source.name}: cannot be read as {encoding} ({error}); name the exact "
                                    "encoding with --encoding, e.g. utf-16-le or utf-16-be") from None
@@ -381,7 +382,7 @@ class Windows:
         columns = slice(index * self.seq_len, (index + 1) * self.seq_len)
         return as_long(self.inputs[:, columns]), as_long(self.targets[:, columns])
 
-    def rows(self, rows: slice) -> "Windows":
+    def rows(self, rows: slice) -> Windows:
         """These streams only: a rank's share."""
         return Windows(self.inputs[rows], self.targets[rows], self.seq_len)
 
@@ -405,7 +406,7 @@ class EvaluationWindows(Windows):
         targets = np.where(real, self.ids[at + 1].astype(np.int64), IGNORE)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
-    def rows(self, rows: slice) -> "Windows":
+    def rows(self, rows: slice) -> Windows:
         return EvaluationWindows(self.ids, self.seq_len, self.stream_len, self.starts[rows])
 
 

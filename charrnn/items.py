@@ -35,7 +35,7 @@ def endings(vocab: Vocab, stops: Sequence[str], lines: bool) -> tuple[str, ...]:
         if unseen:
             raise CharRNNError(f"--stop {stop!r} holds characters the model never writes ({', '.join(map(repr, unseen))}), "
                                "so it could never end a sample; give text made of characters the model knows")
-    line_ends = (LINE_END, CRLF) if "\r" in vocab else (LINE_END,)  # a CRLF text's line keeps no \r as an item
+    line_ends = (LINE_END, CRLF) if "\r" in vocab else (LINE_END,)  # no \r ends a CRLF text's item
     return tuple(stops) + (line_ends if lines else ())
 
 

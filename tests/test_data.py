@@ -55,7 +55,7 @@ def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path):
 
 def test_a_byte_order_mark_opening_each_file_is_no_character(tmp_path):
     first, second, bad = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "bad.txt"
-    first.write_bytes(codecs.BOM_UTF8 + "ab\n".encode())
+    first.write_bytes(codecs.BOM_UTF8 + b"ab\n")
     second.write_bytes(codecs.BOM_UTF8 + "cd\ufeff\n".encode())
     corpus = load_corpus([str(first), str(second)], encoding="UTF8")
     assert corpus.vocab.decode(corpus.ids) == "ab\ncd\ufeff\n"  # inside a text, U+FEFF is a character
