@@ -171,7 +171,8 @@ def test_a_damaged_cached_corpus_is_listed_as_damaged_with_what_to_do(cli, tmp_p
     listed = cli("corpus", "list")
     assert "damaged" in listed.stdout and "cached" not in listed.stdout
     (warning,) = listed.stderr.splitlines()
-    assert "'tiny' is damaged" in warning and said in warning and "delete it" in warning and "corpus fetch tiny" in warning
+    assert "'tiny' is damaged" in warning and said in warning
+    assert "delete it" in warning and "corpus fetch tiny" in warning
     (record,) = [json.loads(line) for line in cli("corpus", "list", "--json").stdout.splitlines()]
     assert record["cached"] is False and said in record["damaged"]
     cached.unlink()
