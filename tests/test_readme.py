@@ -41,6 +41,14 @@ def python_code(code: str) -> str:
     return re.sub(r"""\btime=["'][^"']*["']""", SHORT_KEYWORDS, code)
 
 
+def test_the_budget_rule_shortens_training_and_nothing_else():
+    assert shell_commands("charrnn train a.txt --time 10m -o runs/a  # note\ncharrnn sample --length 300\n") == (
+        f"charrnn train {SHORT_FLAGS} a.txt -o runs/a  # note\ncharrnn sample --length 300\n")
+    assert shell_commands("$ charrnn train\nlstm 1x384 ...\n") == f"charrnn train {SHORT_FLAGS}\n"
+    assert python_code('charrnn.train("a.txt", time="5m", quiet=False)') == (
+        f'charrnn.train("a.txt", {SHORT_KEYWORDS}, quiet=False)')
+
+
 def test_readme_runs_as_written_in_an_empty_folder(cli, tmp_path):
     tour = tmp_path / "tour"
     tour.mkdir()
