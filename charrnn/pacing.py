@@ -13,7 +13,8 @@ import math
 import os
 import statistics
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 EVALS_PER_BUDGET = 10  # a --time budget evaluates about this many times (the final one included)
 EVAL_SHARE = 0.15  # evaluations and their checkpoints take at most this share of the time left to train

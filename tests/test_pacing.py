@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from charrnn import budget, pacing
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.pacing import EVALS_PER_BUDGET, EXIT_S, Pacer
@@ -122,14 +121,15 @@ def test_the_schedule_spans_the_time_left_to_train():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the process's start comes from /proc")
 def test_a_process_started_before_its_imports():
-    code = "import time; time.sleep(0.3); from charrnn.pacing import process_started; print(time.monotonic() - process_started())"
+    code = ("import time; time.sleep(0.3); from charrnn.pacing import process_started; "
+            "print(time.monotonic() - process_started())")
     age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 0.3 <= age < 60
 
 
 def tiny_trainer(corpus_file, tmp_path, seconds, **options):
-    return Trainer([str(corpus_file)], ModelConfig(hidden=16, embed=8), TrainConfig(time_budget=seconds, seq_len=16,
-                                                                                    batch_size=2), tmp_path / "run", **options)
+    config = TrainConfig(time_budget=seconds, seq_len=16, batch_size=2)
+    return Trainer([str(corpus_file)], ModelConfig(hidden=16, embed=8), config, tmp_path / "run", **options)
 
 
 def test_the_trainer_counts_the_time_before_it_from_when_the_command_started(corpus_file, tmp_path, monkeypatch):
