@@ -6,22 +6,23 @@ is the same with the layers first, [layers, batch, hidden], as torch's nn.RNN / 
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Union, cast
 
 import torch
 from torch import Tensor
+from typing_extensions import TypeIs
 
 State = Union[Tensor, tuple[Tensor, Tensor]]
 
 
-def is_pair(state: State) -> bool:
+def is_pair(state: State) -> TypeIs[tuple[Tensor, Tensor]]:
     """Whether `state` is the LSTM's (hidden, cell_state): the one place that tells the two shapes apart."""
     return isinstance(state, (tuple, list))
 
 
 def map_state(function: Callable[[Tensor], Tensor], state: State) -> State:
     """`function` applied to the state's tensor, or to each of the LSTM's pair."""
-    return tuple(function(part) for part in state) if is_pair(state) else function(state)
+    return (function(state[0]), function(state[1])) if is_pair(state) else function(state)
 
 
 def hidden_of(state: State) -> Tensor:
@@ -47,6 +48,6 @@ def split_layers(state: State) -> list[State]:
 def join_layers(states: list[State]) -> State:
     """One state per layer -> the stack's, layers first: `split_layers` undone."""
     if is_pair(states[0]):
-        hiddens, cell_states = zip(*states)
+        hiddens, cell_states = zip(*cast(list[tuple[Tensor, Tensor]], states))
         return torch.stack(hiddens), torch.stack(cell_states)
-    return torch.stack(states)
+    return torch.stack(cast(list[Tensor], states))
