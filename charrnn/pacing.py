@@ -19,8 +19,8 @@ from typing import Optional
 EVALS_PER_BUDGET = 10  # a --time budget evaluates about this many times (the final one included)
 EVAL_SHARE = 0.15  # evaluations and their checkpoints take at most this share of the time left to train
 RECENT_STEPS = 15  # a step costs the median of this many recent ones: a stalled step or two moves it not at all
-RESERVE_MARGIN = 1.5  # the final evaluation and save are given this many times what the dearest recent one cost
-FIRST_PASS_SLOWDOWN = 4.0  # the first validation pass is sized at this fraction of the steps' speed
+RESERVE_MARGIN = 1.5  # the final evaluation and save are kept this many times what they should cost
+FIRST_PASS_SLOWDOWN = 4.0  # until a pass is timed, validation counts as this many times slower a char than training
 EXIT_S = 0.5  # after the final save: unlocking, the last lines and the interpreter's exit (0.3 s on a quiet 2-core CPU)
 
 
