@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import typer
 
 from charrnn.cli import app
+from conftest import ENGLISH
+from test_readme import python_code
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,3 +64,17 @@ def test_help_shows_every_command_summary_whole(cli, columns, group):
     expected = short_helps(command)
     assert shown == expected
     assert not any(summary.endswith("...") for summary in shown.values())
+
+
+def test_the_python_page_runs_as_written(tiny_run, tmp_path, monkeypatch, capsys):
+    page = (ROOT / "docs" / "python.md").read_text(encoding="utf-8")
+    code = re.search(r"^```python\n(.*?)^```", page, re.S | re.M).group(1)
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(tiny_run, tmp_path / "runs" / "tinyshakespeare")  # the page's placeholders, made
+    (tmp_path / "input.txt").write_text(ENGLISH * 20, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
+    exec(compile(python_code(code), "docs/python.md", "exec"), {})  # README's budget rule, in this process
+    printed = capsys.readouterr().out
+    assert printed.startswith("First Citizen:") and "\n10 " in printed and "\n20 " in printed
+    assert re.search(r"^\{'loss'", printed, re.M)  # the streamed text ends its line
