@@ -1,4 +1,4 @@
-"""The docs the app carries: `--help` summaries shown whole, and docs/reference.md as the app generates it."""
+"""The docs: `--help` summaries whole, docs/reference.md as the app writes it, a strict build, the Python page run."""
 
 from __future__ import annotations
 
