@@ -78,6 +78,9 @@ def test_readme_is_a_short_page_that_names_the_test_command():
     text = README.read_text(encoding="utf-8")
     assert len(text.encode("utf-8")) <= 10_000
     assert "python -m pytest -q" in text  # CI runs exactly the command README gives
+    pyproject = (README.parent / "pyproject.toml").read_text(encoding="utf-8")
+    oldest = re.search(r'^requires-python = ">=([\d.]+)"', pyproject, re.M).group(1)
+    assert f"Python {oldest} or later" in " ".join(text.split())
 
 
 def test_readme_links_point_at_files_of_the_repository():
