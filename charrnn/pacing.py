@@ -48,10 +48,12 @@ class Pacer:
     """
 
     def __init__(self, clock: Callable[[], float], seconds: Optional[float], steps: Optional[int], step: int,
-                 eval_every: Optional[int], chars_per_step: int, eval_chars: int, trained_before: float = 0.0):
+                 eval_every: Optional[int], chars_per_step: int, eval_chars: int, trained_before: float = 0.0,
+                 pass_chars: int = 0):
         self.clock, self.steps, self.eval_every, self.chars_per_step = clock, steps, eval_every, chars_per_step
         self.seconds = math.inf if seconds is None else seconds
         self.most_eval_chars, self.trained_before = eval_chars, trained_before
+        self.pass_chars = pass_chars  # what every validation pass of the run scores, once the first decided it (0: not yet)
         self.started = self.mark = clock()
         self.step_times: collections.deque = collections.deque(maxlen=RECENT_STEPS)
         self.save_costs: collections.deque = collections.deque(maxlen=2)  # the last evaluations' checkpoint writes
@@ -69,12 +71,12 @@ class Pacer:
         return statistics.median(self.step_times) if self.step_times else 0.0
 
     def eval_chars(self) -> int:
-        """Characters the next validation pass scores: what fits its share of the budget at the last pass's
-        speed (before any, at a quarter of the steps': beside two CPU hogs a pass ran 4 times slower a character)."""
-        if math.isfinite(self.eval_speed):
-            speed = self.eval_speed
-        else:
-            speed = self.chars_per_step / max(self.step_s, 1e-9) / FIRST_PASS_SLOWDOWN
+        """Characters every validation pass scores, so that best.pt compares losses over one stretch of text: what
+        the first pass scored, which was what fits a pass's share of the budget at a quarter of the steps' speed
+        (beside two CPU hogs a pass ran 4 times slower a character). A slower pass spaces the evaluations instead."""
+        if self.pass_chars:
+            return self.pass_chars
+        speed = self.chars_per_step / max(self.step_s, 1e-9) / FIRST_PASS_SLOWDOWN
         return int(min(self.most_eval_chars, max(1, self.pass_s * speed)))
 
     def evaluation_s(self) -> float:
@@ -106,6 +108,7 @@ class Pacer:
         now = self.clock()
         if chars:
             self.eval_speed = chars / max(now - self.mark, 1e-9)
+            self.pass_chars = self.pass_chars or chars
         self.mark = now
 
     def evaluated(self, step: int) -> None:

@@ -87,9 +87,30 @@ def test_each_validation_pass_gets_its_share_of_the_budget():
     clock.now += 2.0  # a pass of 20,000 characters took 2 s
     pacer.validated(20_000)
     pacer.evaluated(1)
-    assert pacer.eval_chars() == int(share * 10_000)
+    assert pacer.eval_chars() == 20_000  # the first pass decided the size of every pass
     assert Pacer(clock, 30, None, 0, None, STEP_CHARS, 1_000).eval_chars() == 1_000  # never more than there is
     assert Pacer(FakeClock(), None, 100, 0, 10, STEP_CHARS, 262_144).eval_chars() == 262_144  # no --time: all of it
+
+
+def test_every_validation_pass_of_a_run_scores_the_same_characters():
+    # The validation speed swings (a busy machine, then a quiet one): best.pt must still compare losses over one
+    # stretch of the split, so the passes keep the first one's size and the cadence absorbs their cost.
+    clock, step, scored = FakeClock(), 0, []
+    pacer = Pacer(clock, 30, None, 0, None, STEP_CHARS, 10**9)
+    for speed in (20_000, 5_000, 80_000, 20_000):
+        while True:
+            clock.now, step = clock.now + 0.01, step + 1
+            pacer.stepped(step)
+            if pacer.due:
+                break
+        scored.append((step, pacer.eval_chars()))
+        clock.now += scored[-1][1] / speed
+        pacer.validated(scored[-1][1])
+        clock.now += 0.02
+        pacer.evaluated(step)
+    assert len({chars for _, chars in scored}) == 1
+    # A resumed run is handed the size its passes had (last.pt keeps it).
+    assert Pacer(FakeClock(), 30, None, 0, None, STEP_CHARS, 10**9, pass_chars=scored[0][1]).eval_chars() == scored[0][1]
 
 
 def test_set_up_spends_the_budget_but_a_run_takes_at_least_one_step():
