@@ -53,7 +53,7 @@ class Pacer:
         self.clock, self.steps, self.eval_every, self.chars_per_step = clock, steps, eval_every, chars_per_step
         self.seconds = math.inf if seconds is None else seconds
         self.most_eval_chars, self.trained_before = eval_chars, trained_before
-        self.pass_chars = pass_chars  # what every validation pass of the run scores, once the first decided it (0: not yet)
+        self.pass_chars = pass_chars  # what every validation pass of the run scores, as the first decided (0: none yet)
         self.started = self.mark = clock()
         self.step_times: collections.deque = collections.deque(maxlen=RECENT_STEPS)
         self.save_costs: collections.deque = collections.deque(maxlen=2)  # the last evaluations' checkpoint writes

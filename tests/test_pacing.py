@@ -110,7 +110,8 @@ def test_every_validation_pass_of_a_run_scores_the_same_characters():
         pacer.evaluated(step)
     assert len({chars for _, chars in scored}) == 1
     # A resumed run is handed the size its passes had (last.pt keeps it).
-    assert Pacer(FakeClock(), 30, None, 0, None, STEP_CHARS, 10**9, pass_chars=scored[0][1]).eval_chars() == scored[0][1]
+    resumed = Pacer(FakeClock(), 30, None, 0, None, STEP_CHARS, 10**9, pass_chars=scored[0][1])
+    assert resumed.eval_chars() == scored[0][1]
 
 
 def test_set_up_spends_the_budget_but_a_run_takes_at_least_one_step():
