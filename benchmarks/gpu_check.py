@@ -184,10 +184,11 @@ def torchrun_train_and_sample(context: Context) -> dict:
               "-m", "charrnn", "train", str(context.corpus), "-o", str(run_dir), "--force", "--steps", str(steps),
               "--eval-every", str(steps // 2), "--device", context.device, *shape])
     payload = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)
+    trained_steps = checkpoint.load_checkpoint(run_dir / checkpoint.LAST)["step"]  # best.pt may be an earlier step's
     model, vocab = model_from_checkpoint(payload, device=device), Vocab(payload["vocab"])
     text = "".join(c for (c,) in generate(model, vocab, settings=SamplingSettings(length=200, seed=0), device=device))
-    return {"ok": collective["all_reduce_ok"] and payload["step"] == steps, **collective,
-            "trained_steps": payload["step"], "val_loss": payload["val_loss"], "written_on": payload["device"], "sample": text[:80],
+    return {"ok": collective["all_reduce_ok"] and trained_steps == steps, **collective,
+            "trained_steps": trained_steps, "val_loss": payload["val_loss"], "written_on": payload["device"], "sample": text[:80],
             "sample_nats_per_char": nats_per_char(model_from_checkpoint(payload, device=torch.device("cpu")), vocab, text)}
 
 
