@@ -18,8 +18,7 @@ import numpy as np
 
 from charrnn import checkpoint, distributed, finetune, ranks, rundir
 from charrnn.budget import sized_fields
-from charrnn.config import (ADAPTING, IMPLEMENTATIONS, ModelConfig, SamplingSettings, TrainConfig, from_dict,
-                            parse_duration)
+from charrnn.config import ADAPTING, IMPLEMENTATIONS, ModelConfig, SamplingSettings, TrainConfig, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.dynamic import DynamicSettings, adapted, dynamic_loss
@@ -29,6 +28,7 @@ from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_s
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
 from charrnn.sample import Prime, chosen_seed, generate
+from charrnn.schema import Checkpoint
 from charrnn.score import LineScore, known_ids, score_lines, score_pieces
 from charrnn.stepper import resolve_weight_precision
 from charrnn.threads import on_fastest_threads, thread_choices
@@ -40,27 +40,30 @@ Dynamic = Union[bool, DynamicSettings]  # dynamic evaluation: off, on with the m
 Progress = Callable[[float], None]  # hears the fraction of the work done
 
 
-def load(path: Union[str, os.PathLike, None] = None, device: str = "auto", impl: str = "fused") -> "LanguageModel":
+def load(path: Union[str, os.PathLike, None] = None, device: str = "auto", impl: str = "fused",
+         sha256: bool = False) -> "LanguageModel":
     """A trained model from a run directory, a .pt file or an exported folder; None: $CHARRNN_CHECKPOINT,
-    else the newest run under ./runs (as the CLI's -c)."""
+    else the newest run under ./runs (as the CLI's -c). sha256: also hash the weights read (`.sha256`)."""
     resolved = checkpoint.resolve_checkpoint(None if path is None else os.fspath(path))
-    return LanguageModel(checkpoint.load_checkpoint(resolved), resolved, device, impl)
+    saved, digest = checkpoint.load_with_sha256(resolved) if sha256 else (checkpoint.load_checkpoint(resolved), None)
+    return LanguageModel(saved, resolved, device, impl, digest)
 
 
 class LanguageModel:
     """A checkpoint's network on a device, with its vocabulary: what every reading command works on."""
 
-    def __init__(self, payload: dict, path: Optional[Path] = None, device: str = "auto", impl: str = "fused"):
+    def __init__(self, saved: Checkpoint, path: Optional[Path] = None, device: str = "auto", impl: str = "fused",
+                 sha256: Optional[str] = None):
         if impl not in IMPLEMENTATIONS:
             raise SettingError(f"unknown --impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
-        self.payload, self.path, self.impl = payload, path, impl
+        self.checkpoint, self.path, self.impl, self.sha256 = saved, path, impl, sha256
         self.device = pick_device(device)
-        self.network = model_from_checkpoint(payload, impl=impl, device=self.device)
-        self.vocab = Vocab(payload["vocab"])
+        self.network = model_from_checkpoint(saved, impl=impl, device=self.device)
+        self.vocab = Vocab(saved.vocab)
 
     def __repr__(self) -> str:
-        config = self.payload["model_config"]
-        return (f"<charrnn.LanguageModel {config['model']} {config['layers']}x{config['hidden']} "
+        config = self.checkpoint.model_config
+        return (f"<charrnn.LanguageModel {config.model} {config.layers}x{config.hidden} "
                 f"vocab {len(self.vocab)} on {self.device.type}: {self.path}>")
 
     # --- generation -----------------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class LanguageModel:
     def validation_ids(self) -> tuple[np.ndarray, int]:
         """The run's validation split as ids, and how many characters of its corpus the vocabulary lacks."""
         sources = self.training_corpus()
-        corpus = load_corpus(sources, self.payload.get("encoding", "utf-8"), self.payload.get("errors", "strict"),
+        corpus = load_corpus(sources, self.checkpoint.encoding, self.checkpoint.errors,
                              vocab=self.vocab)
         _, ids = corpus.split(self.train_config.val_fraction)
         return ids, corpus.oov
@@ -167,13 +170,13 @@ class LanguageModel:
 
     @property
     def train_config(self) -> TrainConfig:
-        return from_dict(TrainConfig, self.payload["train_config"])
+        return self.checkpoint.train_config
 
     def training_corpus(self) -> list[str]:
         """The corpus the run was trained on, to read again for its validation split. A checkpoint can come from
         anyone, and could name any directory here or a download: only local files and directories named by
         absolute path (as `charrnn train` stores them) are read, or [] for the built-in corpus."""
-        sources = self.payload.get("corpus_args")
+        sources = self.checkpoint.corpus_args
         if sources is None:  # an exported folder leaves out the paths of the machine that trained it
             raise CharRNNError("this checkpoint does not name the files it was trained on, so its validation split "
                                "cannot be re-read; pass FILE (or - for stdin) to score")
@@ -198,7 +201,8 @@ class LanguageModel:
     def trace(self, text: str) -> Trace:
         """`text` as the model reads it: every unit's activation per (layer, kind), and the surprise
         (-log2 p, bits) of each character, as `charrnn viz` draws them."""
-        return trace_text({**self.payload, "model": self.network.state_dict()}, text, self.device)  # adapted weights too
+        adapted = replace(self.checkpoint, weights=self.network.state_dict())  # adapted weights too
+        return trace_text(adapted, text, self.device)
 
 
 def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None] = None,
@@ -223,7 +227,7 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
         else [os.fspath(c) for c in corpus]
     shape = given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
     # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
-    init = finetune.load_init(init_from) if init_from is not None and not resume else None
+    init, record = finetune.load_init(init_from) if init_from is not None and not resume else (None, None)
     time_budget = parse_duration(time) if isinstance(time, str) else None if time is None else float(time)
     model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
     options = given(
@@ -240,7 +244,7 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
     try:
         with distributed.stopped_peers(out):
             summary = run_training(corpus_args, model_config, train_config, out, resume=resume, force=force,
-                                   reporter=reporter, encoding=encoding, errors=errors, init=init,
+                                   reporter=reporter, encoding=encoding, errors=errors, init=init, init_from=record,
                                    sized=sized_fields(shape, resume, init is not None), started=started,
                                    given=[*shape, *options, *(["init_from"] if init_from is not None else [])])
         distributed.finish()

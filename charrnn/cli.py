@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Literal, Optional
+from typing import List, Literal, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from charrnn import __version__, install_command, names, ranks
-from charrnn.config import DynamicSettings, FineTuneDefaults, TrainConfig
+from charrnn.config import DynamicSettings, FineTuneDefaults, TrainConfig, dynamic_settings
 from charrnn.errors import INTERRUPTED, USAGE, CharRNNError, SettingError, TrainingInterrupted, escaped
 from charrnn.layout import RUNS_DIR
 
@@ -52,10 +50,6 @@ DeviceOption = Annotated[str, typer.Option(help="auto|cpu|cuda|mps (auto picks c
 ImplOption = Annotated[str, typer.Option(help="fused (torch's kernels: cuDNN, oneDNN) or cells (written out step by step).")]
 EncodingOption = Annotated[str, typer.Option(help="Text encoding of the input files.")]
 ErrorsOption = Annotated[str, typer.Option(help="What to do with undecodable bytes: strict, replace or ignore.")]
-
-
-def stdin_is_piped() -> bool:
-    return sys.stdin is not None and not sys.stdin.closed and not sys.stdin.isatty()
 
 
 @contextlib.contextmanager
@@ -107,10 +101,10 @@ def train(
     from charrnn.pacing import process_started
 
     started = process_started()  # --time is the whole command's: its imports and set-up spend it too
-    from charrnn import api
+    from charrnn import api, corpora
 
     corpus = corpus or []
-    fetch_named_corpora(corpus, quiet)
+    corpora.fetch_shown(corpus, quiet)
     try:
         api.train(corpus, out, time, steps, quiet=quiet, resume=resume, force=force, model=model, layers=layers,
                   hidden=hidden, embed=embed, dropout=dropout, seq_len=seq_len, batch_size=batch_size, lr=lr,
@@ -146,79 +140,23 @@ def sample(
     encoding: Annotated[str, typer.Option(help="Text encoding of a prime piped to stdin, and of --adapt's file.")] = "utf-8",
 ):
     """Generate text from a trained model, streamed to stdout."""
-    from charrnn import api, checkpoint
+    from charrnn import api
     from charrnn.config import SamplingSettings
-    from charrnn.items import ShownPrime, whole_prime
-    from charrnn.sample import PRIME_CHUNK
-    from charrnn.streams import read_chunks
+    from charrnn.items import prime_pieces, write_out
 
     settings = SamplingSettings(length=length, temperature=temp, top_k=top_k, top_p=top_p, seed=seed, n=num_samples,
                                 precision=precision, stop=tuple(stop or ()), lines=lines)
     if as_json and separator is not None:
         raise SettingError("--separator does not apply to --json, which writes one object per line; leave one of them out")
-    path = checkpoint.resolve_checkpoint(checkpoint_arg)
-    payload, sha256 = checkpoint.load_with_sha256(path) if as_json else (checkpoint.load_checkpoint(path), None)
-    lm = api.LanguageModel(payload, path, device, impl)
+    lm = api.load(checkpoint_arg, device, impl, sha256=as_json)
     settings = lm.settled(settings)  # the seed and precision made exact, to record; refused before any text is written
-    if prime is not None:
-        pieces = [prime]
-    elif stdin_is_piped():
-        # Read as it is used, a piece at a time: a piped prime may be endless (`yes | charrnn sample`).
-        pieces = read_chunks("-", PRIME_CHUNK, encoding, fix="pass --encoding to name its encoding")
-    else:
-        pieces = []
-    if as_json:
-        pieces = [whole_prime(pieces)]  # every object holds it
-    out = sys.stdout
-    # Each sample is written after the prime. One plain sample echoes it as it is read; otherwise it is
-    # kept (with --lines, its last line only), in a spool that moves to disk when long.
-    shown = None if num_samples == 1 and not lines and not as_json else ShownPrime(lines)
+    pieces = prime_pieces(prime, encoding, whole=as_json)
+    record = {"device": lm.device.type, "impl": impl, "checkpoint": os.path.abspath(lm.path), "sha256": lm.sha256,
+              "adapt": adapt} if as_json else None
     if adapt is not None:  # the long part, once every cheap refusal has had its say
         lm = lm.adapted_to_files([adapt], encoding)
-    parts = lm.parts(passed_on(pieces, (shown or out).write), settings)
     with product_output():
-        if as_json:
-            write_records(out, parts, shown, {
-                "prime": pieces[0], **settings.record(), "device": lm.device.type, "impl": impl,
-                "checkpoint": os.path.abspath(path), "sha256": sha256, "adapt": adapt})
-        else:
-            write_samples(out, parts, shown, separator if separator is not None else "\n" if lines else "\n\n")
-    if shown is not None:
-        shown.close()
-
-
-def write_samples(out, parts: Iterable, shown, separator: str) -> None:
-    """The samples `separator` apart, each after the shown prime, written as they come; flushed at each
-    line's end and each sample's, so that a reader down the pipe gets them whole without waiting."""
-    writing = None  # the sample being written
-    for part in parts:
-        if part.index != writing:
-            if writing is not None:
-                out.write(separator)
-            if shown is not None:
-                out.writelines(shown.pieces())
-            writing = part.index
-        out.write(part.text)
-        if part.ended or "\n" in part.text:
-            out.flush()
-    out.write("\n")
-
-
-def write_records(out, parts: Iterable, shown, settings: dict) -> None:
-    """One JSON object per line per sample, as each is complete: its index, its text as plain output
-    writes it, and `settings`, what generates it again."""
-    from charrnn.items import whole_samples
-
-    for index, text in whole_samples(parts):
-        out.write(json.dumps({"index": index, "text": shown.text() + text, **settings}, ensure_ascii=False) + "\n")
-        out.flush()
-
-
-def passed_on(pieces: Iterable[str], write: Callable[[str], object]) -> Iterator[str]:
-    """The pieces, unchanged, each written (echoed, or kept) once the model has read it: a piece it refuses never is."""
-    for piece in pieces:
-        yield piece
-        write(piece)
+        write_out(sys.stdout, lm.parts, pieces, settings, record, separator)
 
 
 @app.command("eval")
@@ -241,11 +179,10 @@ def evaluate(
     """
     from charrnn import api
     from charrnn.data import corpus_name
+    from charrnn.evaluate import report_lines
     from charrnn.progress import Meter
 
-    if not dynamic and (segment, dynamic_lr, dynamic_decay) != (None, None, None):
-        raise SettingError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
-    settings = DynamicSettings(**api.given(segment=segment, lr=dynamic_lr, decay=dynamic_decay)) if dynamic else False
+    settings = dynamic_settings(dynamic, segment, dynamic_lr, dynamic_decay)
     lm = api.load(checkpoint_arg, device, impl)
     meter = Meter("evaluating")
     if files:
@@ -258,28 +195,8 @@ def evaluate(
     with product_output():
         if as_json:
             print(json.dumps(result))
-        elif dynamic:
-            for name, figures in (("static ", result["static"]), ("dynamic", result)):
-                print(f"{name} bpc {figures['bpc']:.4f} | loss {figures['loss']:.4f} nats/char | perplexity "
-                      f"{figures['perplexity']:.3f} | {figures['chars']:,} chars | {figures['seconds']:.1f}s")
-            print(f"dynamic: segment {result['segment']}, lr {result['lr']:g}, decay {result['decay']:g} | "
-                  f"{result['oov']:,} out of vocabulary")
         else:
-            print(f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity {result['perplexity']:.3f} "
-                  f"| {result['chars']:,} chars | {result['oov']:,} out of vocabulary")
-
-
-def readable(key: str, value) -> str:
-    """A value of `info` as a person reads it: a duration as 3m01s, a loss to 4 decimals, a count with separators."""
-    if value is None:
-        return "-"
-    if key.endswith("_s"):
-        return duration(value)
-    if isinstance(value, float):
-        return f"{value:.4f}".rstrip("0").rstrip(".")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
+            print("\n".join(report_lines(result)))
 
 
 @app.command()
@@ -292,45 +209,14 @@ def info(
 
     Then the training curve, drawn in the terminal (--plot: as an image).
     """
-    from charrnn import checkpoint, finetune
-    from charrnn import plot as plot_lib
-    from charrnn.config import ModelConfig, from_dict
+    from charrnn import runs as runs_lib
 
-    path = checkpoint.resolve_checkpoint(checkpoint_arg)
-    payload = checkpoint.load_checkpoint(path)
-    history = plot_lib.read_history(path, payload)
-    if plot is not None:
-        plot_lib.save_plot(history, plot, title=f"{payload.get('corpus')}: {path}")
-    model_config = from_dict(ModelConfig, payload["model_config"])
-    parameters = sum(t.numel() for t in payload["model"].values())
-    details = {
-        "checkpoint": str(path),
-        "model": model_config.model,
-        "layers": model_config.layers,
-        "hidden": model_config.hidden,
-        "embed": model_config.embed,
-        "dropout": model_config.dropout,
-        "parameters": parameters,
-        "vocab_size": len(payload["vocab"]),
-        "vocab_preview": repr(payload["vocab"][:48]) + (" ..." if len(payload["vocab"]) > 48 else ""),
-        "corpus": payload.get("corpus"),
-        "steps": payload.get("step"),
-        "elapsed_s": payload.get("elapsed"),
-        "device": payload.get("device"),
-        "backend": payload.get("backend"),
-        "precision": payload.get("precision"),
-        "val_loss": payload.get("val_loss"),
-        "best_val_loss": min((loss for _, loss in plot_lib.series(history, "val_loss")), default=None),
-        "init_from": payload.get("init_from") if as_json else finetune.describe(payload.get("init_from")),
-    }
+    details, history = runs_lib.describe(checkpoint_arg, plot)
     with product_output():
         if as_json:
             print(json.dumps({**details, "history": history}))
         else:
-            for key, value in details.items():
-                print(f"{key.removesuffix('_s'):14} {escaped(readable(key, value))}")
-            print()
-            print(plot_lib.terminal_curve(history))
+            print("\n".join(runs_lib.described_lines(details, history)))
 
 
 @app.command()
@@ -360,7 +246,6 @@ def score(
 
 
 SortKey = Literal[names.RUN_SORTS]
-RUN_COLUMNS = ("name", "model", "params", "corpus", "steps", "time", "best bpc", "written")
 
 
 @app.command()
@@ -383,32 +268,7 @@ def runs(
             for run in summaries:
                 print(json.dumps(run.as_dict()))
         elif summaries:
-            for line in aligned([RUN_COLUMNS] + [run_cells(run) for run in summaries]):
-                print(line)
-
-
-def run_cells(run) -> tuple[str, ...]:
-    """A run's row of the table; an unreadable run shows its problem in place of the figures."""
-    if run.problem is not None:
-        return escaped(run.name), f"unreadable: {escaped(run.problem)}"
-    parameters = f"{run.parameters / 1e6:.2f}M" if run.parameters >= 1e6 else f"{run.parameters / 1e3:.1f}K"
-    return (escaped(run.name), f"{run.model} {run.layers}x{run.hidden}", parameters, escaped(run.corpus or "-"), "-" if run.steps is None else f"{run.steps:,}",
-            "-" if run.elapsed_s is None else duration(run.elapsed_s),
-            "-" if run.best_val_bpc is None else f"{run.best_val_bpc:.3f}",
-            "-" if run.written is None else datetime.fromtimestamp(run.written).strftime("%Y-%m-%d %H:%M"))
-
-
-def duration(seconds: float) -> str:
-    from charrnn.progress import format_duration
-
-    return format_duration(seconds)
-
-
-def aligned(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows as lines of left-aligned columns, two spaces apart; a shorter row's last cell (a message) runs on."""
-    columns = max(map(len, rows))
-    widths = [max(len(row[column]) for row in rows if len(row) == columns) for column in range(columns)]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+            print("\n".join(runs_lib.table(summaries)))
 
 
 ExportFormat = Literal[names.EXPORT_FORMATS]
@@ -446,39 +306,6 @@ corpus_app = typer.Typer(help="Named corpora: the classic char-rnn texts.\n\nFet
 app.add_typer(corpus_app, name="corpus")
 
 
-def fetch_named_corpora(arguments: List[str], quiet: bool) -> None:
-    """Download catalogue corpora before training, with a progress bar on stderr (data.py then reuses them)."""
-    from rich.console import Console
-
-    from charrnn import corpora
-
-    console = Console(file=sys.stderr, highlight=False)
-
-    def say(message: str) -> None:
-        console.print(f"charrnn: {message}", markup=False, soft_wrap=True)
-
-    for name in arguments:
-        if not corpora.is_named_corpus(name):
-            continue
-        log = None if quiet else say  # -q silences progress, never a security warning (warn=say)
-        if quiet or not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
-            corpora.fetch(name, log=log, warn=say)
-            continue
-        fetch_with_bar(name, console, log=log, warn=say)
-
-
-def fetch_with_bar(name: str, console, **messages) -> None:
-    """One named corpus's download, with a progress bar on `console`."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    from charrnn import corpora
-
-    with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
-                  transient=True) as bar:
-        task = bar.add_task(name, total=None)
-        corpora.fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), **messages)
-
-
 @corpus_app.command("list")
 def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per corpus.")] = False):
     """The corpora `charrnn train NAME` knows.
@@ -488,18 +315,8 @@ def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON o
     from charrnn import corpora
 
     with product_output():
-        for entry in corpora.load_catalogue().values():
-            damage = corpora.cached_damage(entry)
-            cached = corpora.is_cached(entry) and damage is None
-            if damage:
-                print(f"charrnn: warning: corpus {entry.name!r} is damaged: {corpora.text_path(entry)} {damage}; "
-                      f"delete it, and `charrnn corpus fetch {entry.name}` downloads a fresh copy", file=sys.stderr)
-            if as_json:
-                print(json.dumps({**vars(entry), "cached": cached, "damaged": damage, "path": str(corpora.text_path(entry))}))
-                continue
-            size = f"{entry.bytes / 1e6:.1f} MB" if entry.bytes else "? MB"
-            flags = ("cached" if cached else "damaged" if damage else "") + ("" if entry.sha256 else " unverified")
-            print(f"{entry.name:16} {size:>9}  {flags.strip():18} {entry.description}")
+        for line in corpora.catalogue_lines(as_json, warn=lambda message: print(f"charrnn: {message}", file=sys.stderr)):
+            print(line)
 
 
 @corpus_app.command("fetch")
@@ -514,7 +331,7 @@ def corpus_fetch(names: Annotated[List[str], typer.Argument(help="Corpus names f
     for name in names:
         if not corpora.is_named_corpus(name):
             corpora.fetch(name)  # raises the one-line error that lists the known names
-    fetch_named_corpora(names, quiet)
+    corpora.fetch_shown(names, quiet)
     with product_output():
         for name in names:
             print(corpora.fetch(name))
@@ -544,49 +361,23 @@ def viz(
     """
     from charrnn import api
     from charrnn import viz as viz_lib
-    from charrnn import writes
 
-    if max_chars < 1:
-        raise SettingError(f"--max-chars must be at least 1 (got {max_chars})")
-    if text is None and (file is not None or stdin_is_piped()):
-        text = viz_lib.read_text(file or "-", max_chars, encoding, errors)
-    if not text:
-        raise CharRNNError("nothing to look at: pass --text TEXT, a FILE, or pipe text in")
-    text = text[:max_chars]
-    trace = api.load(checkpoint_arg, device).trace(text)
-    ranking = None
-    if surprise:
-        shown, values, label = None, trace.surprise, "surprise (bits)"
-        levels = viz_lib.scaled(values, "surprise")
-        title = f"surprise, -log2 p: mean {values[trace.known].mean():.2f} bits per character"
-    else:
-        if find is not None:
-            ranking = viz_lib.rank_units(trace, viz_lib.feature_values(find, text), top)
-            shown = ranking[0]
-        else:
-            shown = viz_lib.pick_unit(trace, layer, kind, unit)
-        values, label = viz_lib.unit_values(trace, shown), "activation"
-        levels = viz_lib.scaled(values, shown.kind)
-        title = shown.describe() + (f", r = {shown.correlation:+.3f} with {find}" if find else "")
-    title += viz_lib.unseen_note(trace)
+    text = viz_lib.input_text(file, text, max_chars, encoding, errors)
+    view = viz_lib.look(api.load(checkpoint_arg, device).trace(text), surprise, find, top, layer, kind, unit)
     if html_out is not None:
-        writes.write_atomically(html_out, viz_lib.html_page(text, levels, values, title, ranking, label).encode("utf-8"))
+        view.save_html(html_out)
     with product_output():
         if as_json:
-            print(json.dumps({"title": title, "unit": shown.as_dict() if shown else None, "text": text,
-                              "values": [None if math.isnan(v) else round(float(v), 5) for v in values],
-                              "ranking": [u.as_dict() for u in ranking] if ranking else None}, ensure_ascii=False))
+            print(json.dumps(view.as_dict(), ensure_ascii=False))
             return
         from rich.console import Console
 
         console = Console(highlight=False, soft_wrap=True)
-        for found in ranking or []:
+        for found in view.ranking or []:
             console.print(f"r {found.correlation:+.3f}  {found.describe()}", markup=False)
-        console.print(title, markup=False)
-        if html_out is None:
-            console.print(viz_lib.terminal_text(text, levels))
-        else:
-            console.print(f"wrote {html_out}", markup=False)
+        console.print(view.title, markup=False)
+        console.print(viz_lib.terminal_text(view.text, view.levels) if html_out is None else f"wrote {html_out}",
+                      markup=False)
 
 
 def interrupted() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Optional, Union
 
 from charrnn.errors import SettingError
 
@@ -173,6 +173,15 @@ class DynamicSettings:
             raise SettingError(f"--dynamic-lr must be at least 0 (got {self.lr})")
         if not 0.0 <= self.decay <= 1.0:
             raise SettingError(f"--dynamic-decay must be in [0, 1] (got {self.decay})")
+
+
+def dynamic_settings(dynamic: bool, segment: Optional[int] = None, lr: Optional[float] = None,
+                     decay: Optional[float] = None) -> Union[bool, DynamicSettings]:
+    """`eval --dynamic` and its settings as one value: False, or the settings, defaults where none is given."""
+    given = {name: value for name, value in (("segment", segment), ("lr", lr), ("decay", decay)) if value is not None}
+    if not dynamic and given:
+        raise SettingError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
+    return DynamicSettings(**given) if dynamic else False
 
 
 # `sample --adapt` reads a text once with dynamic evaluation's updates, then writes: there the pull back

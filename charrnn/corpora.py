@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import sys
 import typing
 import urllib.error
 import urllib.parse
@@ -23,7 +24,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO, Callable, Iterator, Optional
 
 from charrnn import cache, writes
 from charrnn.errors import CharRNNError
@@ -349,3 +350,48 @@ def fetch(name: str, progress: Optional[Progress] = None, log: Optional[Log] = N
         extract(entry, downloaded, text)
         downloaded.unlink(missing_ok=True)  # the text is what training reads; the archive only doubles the disk use
     return keep_private(text)
+
+
+def fetch_shown(arguments: list[str], quiet: bool = False) -> None:
+    """Download the catalogue corpora among `arguments` (the rest are files), with a progress bar on a terminal's
+    stderr and what happens as lines elsewhere; quiet silences progress, never a security warning."""
+    from rich.console import Console
+
+    console = Console(file=sys.stderr, highlight=False)
+
+    def say(message: str) -> None:
+        console.print(f"charrnn: {message}", markup=False, soft_wrap=True)
+
+    for name in filter(is_named_corpus, arguments):
+        log = None if quiet else say
+        if quiet or not sys.stderr.isatty() or os.environ.get("NO_COLOR"):
+            fetch(name, log=log, warn=say)
+        else:
+            fetch_with_bar(name, console, log=log, warn=say)
+
+
+def fetch_with_bar(name: str, console, **messages) -> None:
+    """One named corpus's download, with a progress bar on `console`."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(name, total=None)
+        fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), **messages)
+
+
+def catalogue_lines(as_json: bool, warn: Log) -> Iterator[str]:
+    """`charrnn corpus list`: one line (or JSON object) per corpus, with its size and whether it is cached;
+    `warn` hears of a damaged copy."""
+    for entry in load_catalogue().values():
+        damage = cached_damage(entry)
+        cached = is_cached(entry) and damage is None
+        if damage:
+            warn(f"warning: corpus {entry.name!r} is damaged: {text_path(entry)} {damage}; "
+                 f"delete it, and `charrnn corpus fetch {entry.name}` downloads a fresh copy")
+        if as_json:
+            yield json.dumps({**vars(entry), "cached": cached, "damaged": damage, "path": str(text_path(entry))})
+            continue
+        size = f"{entry.bytes / 1e6:.1f} MB" if entry.bytes else "? MB"
+        flags = ("cached" if cached else "damaged" if damage else "") + ("" if entry.sha256 else " unverified")
+        yield f"{entry.name:16} {size:>9}  {flags.strip():18} {entry.description}"

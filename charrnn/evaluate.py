@@ -45,3 +45,16 @@ def summarize(nats: float, count: int, oov: int = 0) -> dict:
         "chars": count,
         "oov": oov,
     }
+
+
+def report_lines(result: dict) -> list[str]:
+    """`summarize`'s figures as `charrnn eval` prints them; after dynamic evaluation, static and dynamic side by
+    side, then its settings."""
+    if "static" not in result:
+        return [f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity "
+                f"{result['perplexity']:.3f} | {result['chars']:,} chars | {result['oov']:,} out of vocabulary"]
+    return [f"{name} bpc {figures['bpc']:.4f} | loss {figures['loss']:.4f} nats/char | perplexity "
+            f"{figures['perplexity']:.3f} | {figures['chars']:,} chars | {figures['seconds']:.1f}s"
+            for name, figures in (("static ", result["static"]), ("dynamic", result))] + [
+        f"dynamic: segment {result['segment']}, lr {result['lr']:g}, decay {result['decay']:g} | "
+        f"{result['oov']:,} out of vocabulary"]

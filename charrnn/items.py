@@ -9,11 +9,13 @@ comes, and the steps stop once every sample has ended.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple, Sequence, Union
+import json
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, TextIO, Union
 
+from charrnn.config import SamplingSettings
 from charrnn.errors import CharRNNError, SettingError
 from charrnn.sample import PRIME_CHUNK
-from charrnn.streams import TextSpool
+from charrnn.streams import TextSpool, read_chunks, stdin_is_piped
 from charrnn.vocab import Vocab
 
 LINE_END = "\n"
@@ -165,3 +167,66 @@ def whole_prime(pieces: Iterable[str], limit: int = JSON_PRIME_LIMIT) -> str:
             raise CharRNNError(f"--json: the prime is longer than {limit:,} characters, and every object holds it "
                                "whole; pass a shorter prime, or leave out --json")
     return "".join(parts)
+
+
+def prime_pieces(prime: Optional[str], encoding: str = "utf-8", whole: bool = False) -> list[str] | Iterator[str]:
+    """The prime: `prime`, else piped stdin read a piece at a time as it is used (it may be endless: `yes |
+    charrnn sample`), else none; `whole`: as one piece, as every --json object holds it."""
+    if prime is not None:
+        pieces: list[str] | Iterator[str] = [prime]
+    elif stdin_is_piped():
+        pieces = read_chunks("-", PRIME_CHUNK, encoding, fix="pass --encoding to name its encoding")
+    else:
+        pieces = []
+    return [whole_prime(pieces)] if whole else pieces
+
+
+def write_out(out: TextIO, parts_of: Callable[[Iterable[str], SamplingSettings], Iterable[Part]], pieces: Iterable[str],
+              settings: SamplingSettings, record: Optional[dict] = None, separator: Optional[str] = None) -> None:
+    """The samples `parts_of(prime, settings)` makes (`LanguageModel.parts`), each after the prime, as `charrnn
+    sample` writes them: `separator` apart (default: a blank line; with --lines, none), or with `record` (what
+    reproduces them) one JSON object per sample, the prime a whole piece (`prime_pieces(whole=True)`)."""
+    # Each sample is written after the prime. One plain sample echoes it as it is read; otherwise it is
+    # kept (with --lines, its last line only), in a spool that moves to disk when long.
+    shown = None if settings.n == 1 and not settings.lines and record is None else ShownPrime(settings.lines)
+    try:
+        parts = parts_of(passed_on(pieces, (shown or out).write), settings)
+        if record is not None:
+            write_records(out, parts, shown, {"prime": "".join(pieces), **settings.record(), **record})
+        else:
+            write_samples(out, parts, shown, separator if separator is not None else "\n" if settings.lines else "\n\n")
+    finally:
+        if shown is not None:
+            shown.close()
+
+
+def write_samples(out: TextIO, parts: Iterable[Part], shown: Optional[ShownPrime], separator: str) -> None:
+    """The samples `separator` apart, each after the shown prime, written as they come; flushed at each
+    line's end and each sample's, so that a reader down the pipe gets them whole without waiting."""
+    writing = None  # the sample being written
+    for part in parts:
+        if part.index != writing:
+            if writing is not None:
+                out.write(separator)
+            if shown is not None:
+                out.writelines(shown.pieces())
+            writing = part.index
+        out.write(part.text)
+        if part.ended or "\n" in part.text:
+            out.flush()
+    out.write("\n")
+
+
+def write_records(out: TextIO, parts: Iterable[Part], shown: ShownPrime, settings: dict) -> None:
+    """One JSON object per line per sample, as each is complete: its index, its text as plain output
+    writes it, and `settings`, what generates it again."""
+    for index, text in whole_samples(parts):
+        out.write(json.dumps({"index": index, "text": shown.text() + text, **settings}, ensure_ascii=False) + "\n")
+        out.flush()
+
+
+def passed_on(pieces: Iterable[str], write: Callable[[str], object]) -> Iterator[str]:
+    """The pieces, unchanged, each written (echoed, or kept) once the model has read it: a piece it refuses never is."""
+    for piece in pieces:
+        yield piece
+        write(piece)

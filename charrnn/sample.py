@@ -43,7 +43,7 @@ Prime = Union[str, Iterable[str]]  # a string, or its pieces as they arrive (a s
 
 def encoded(vocab: Vocab, prime: Prime) -> Iterable[np.ndarray]:
     """The prime's ids, piece by piece: a string's now, so that it is refused at once; a stream's as each piece is
-    read, so that a piece is refused before anything after it (or its own echo: see cli.passed_on) is written."""
+    read, so that a piece is refused before anything after it (or its own echo: see items.passed_on) is written."""
     if isinstance(prime, str):
         return [prime_ids(vocab, prime)]
     return (prime_ids(vocab, piece) for piece in prime)

@@ -95,6 +95,11 @@ def refuse_unreadable(name: str) -> None:
         raise CharRNNError(f"{display_name(name)}: is {kind}, not text; give a text file, a FIFO, or - for stdin")
 
 
+def stdin_is_piped() -> bool:
+    """Whether text is piped in: stdin is open and not a terminal."""
+    return sys.stdin is not None and not sys.stdin.closed and not sys.stdin.isatty()
+
+
 def read_chunks(name: str, size: int, encoding: str = "utf-8", **options) -> Iterator[str]:
     """The text of a file (`-`: stdin) in pieces of at most `size` characters, read as they are asked for."""
     with text_input(name, encoding, **options) as stream:

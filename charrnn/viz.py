@@ -10,15 +10,16 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from charrnn import names
+from charrnn import names, writes
 from charrnn.errors import CharRNNError, SettingError
 from charrnn.model import model_from_checkpoint
-from charrnn.streams import refuse_binary, text_input
+from charrnn.streams import refuse_binary, stdin_is_piped, text_input
 from charrnn.vocab import Vocab
 
 GATE_KINDS = ("input_gate", "forget_gate", "output_gate", "reset_gate", "update_gate")  # sigmoids: 0..1
@@ -49,16 +50,17 @@ class Trace:
 
 
 @torch.inference_mode()
-def trace_text(payload: dict, text: str, device: Optional[torch.device] = None) -> Trace:
-    """Run the checkpoint's network over `text` (from the state after a newline) and keep every internal."""
+def trace_text(saved, text: str, device: Optional[torch.device] = None) -> Trace:
+    """Run the checkpoint's network (`saved`, a schema.Checkpoint) over `text` (from the state after a newline) and
+    keep every internal."""
     if not text:
         raise CharRNNError("nothing to look at: the text is empty; pass --text, a FILE, or pipe text in")
-    vocab = Vocab(payload["vocab"])
+    vocab = Vocab(saved.vocab)
     text, known_ids, known = vocab.reading(text)
     if not known.any():
         raise CharRNNError(f"the model never saw any character of this text ({vocab.unknown_chars(text)[:20]!r}); "
                            "give text like its training corpus")
-    model = model_from_checkpoint(payload, impl="cells", device=device)  # same weights, the cells can show their gates
+    model = model_from_checkpoint(saved, impl="cells", device=device)  # same weights, the cells can show their gates
     start = vocab.chars.index("\n") if "\n" in vocab else 0
     ids = torch.from_numpy(np.append(start, known_ids).astype(np.int64)).unsqueeze(0).to(device or "cpu")
     outputs, _, internals = model.rnn.trace(model.embedding(ids))
@@ -295,3 +297,56 @@ table {{ border-collapse: collapse; margin-bottom: 1em; }} td, th {{ padding: 2p
 <div class="text">{''.join(spans)}</div>
 </body></html>
 """
+
+
+def input_text(file: Optional[str], text: Optional[str], max_chars: int, encoding: str = "utf-8",
+               errors: str = "strict") -> str:
+    """What `charrnn viz` looks at: `text`, else the FILE or piped stdin, cut to `max_chars` characters."""
+    if max_chars < 1:
+        raise SettingError(f"--max-chars must be at least 1 (got {max_chars})")
+    if text is None and (file is not None or stdin_is_piped()):
+        text = read_text(file or "-", max_chars, encoding, errors)
+    if not text:
+        raise CharRNNError("nothing to look at: pass --text TEXT, a FILE, or pipe text in")
+    return text[:max_chars]
+
+
+@dataclass
+class View:
+    """One look at a trace, as `charrnn viz` shows it: each character's value and color level, a title, and the
+    unit shown (None for surprise) with the ranking --find made."""
+
+    text: str
+    values: np.ndarray
+    levels: np.ndarray
+    title: str
+    label: str
+    unit: Optional[Unit] = None
+    ranking: Optional[list[Unit]] = None
+
+    def save_html(self, path: Path) -> None:
+        """A self-contained page of this view (see `html_page`), written atomically."""
+        page = html_page(self.text, self.levels, self.values, self.title, self.ranking, self.label)
+        writes.write_atomically(path, page.encode("utf-8"))
+
+    def as_dict(self) -> dict:
+        """The --json object: the title, the unit, the text, the values per character, the ranking."""
+        return {"title": self.title, "unit": self.unit.as_dict() if self.unit else None, "text": self.text,
+                "values": [None if math.isnan(v) else round(float(v), 5) for v in self.values],
+                "ranking": [u.as_dict() for u in self.ranking] if self.ranking else None}
+
+
+def look(trace: Trace, surprise: bool = False, find: Optional[str] = None, top: int = 5, layer: Optional[int] = None,
+         kind: Optional[str] = None, unit: Optional[int] = None) -> View:
+    """The view `charrnn viz` draws: the surprise per character, else the best unit --find ranks for a feature,
+    else the unit named by layer, kind and index (what is left out: see `pick_unit`)."""
+    if surprise:
+        values = trace.surprise
+        title = f"surprise, -log2 p: mean {values[trace.known].mean():.2f} bits per character"
+        return View(trace.text, values, scaled(values, "surprise"), title + unseen_note(trace), "surprise (bits)")
+    ranking = rank_units(trace, feature_values(find, trace.text), top) if find is not None else None
+    shown = ranking[0] if ranking else pick_unit(trace, layer, kind, unit)
+    values = unit_values(trace, shown)
+    title = shown.describe() + (f", r = {shown.correlation:+.3f} with {find}" if find else "")
+    return View(trace.text, values, scaled(values, shown.kind), title + unseen_note(trace), "activation", shown,
+                ranking)

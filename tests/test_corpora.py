@@ -353,7 +353,7 @@ def test_a_redirect_that_keeps_the_scheme_is_followed(catalogue, server):
 def test_the_unverified_warning_shows_even_when_quiet(catalogue, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     catalogue(sha256=None, unverified="no published hash")
-    cli.fetch_named_corpora(["tiny"], quiet=True)
+    corpora.fetch_shown(["tiny"], quiet=True)
     stderr = capsys.readouterr().err
     assert "warning: corpus 'tiny'" in stderr and "cannot be verified" in stderr and "downloading" not in stderr
 

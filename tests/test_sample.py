@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.cli import passed_on
 from charrnn.config import ModelConfig, SamplingSettings
 from charrnn.errors import CharRNNError
+from charrnn.items import passed_on
 from charrnn.model import CharRNN
 from charrnn.sample import choose, filter_logits, generate
 from charrnn.vocab import Vocab
