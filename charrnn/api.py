@@ -18,7 +18,7 @@ import numpy as np
 
 from charrnn import checkpoint, distributed, finetune, ranks, rundir
 from charrnn.budget import sized_fields
-from charrnn.config import ADAPTING, IMPLEMENTATIONS, ModelConfig, SamplingSettings, TrainConfig, parse_duration
+from charrnn.config import ADAPTING, ModelConfig, SamplingSettings, TrainConfig, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.dynamic import DynamicSettings, adapted, dynamic_loss
@@ -54,8 +54,6 @@ class LanguageModel:
 
     def __init__(self, saved: Checkpoint, path: Optional[Path] = None, device: str = "auto", impl: str = "fused",
                  sha256: Optional[str] = None):
-        if impl not in IMPLEMENTATIONS:
-            raise SettingError(f"unknown --impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
         self.checkpoint, self.path, self.impl, self.sha256 = saved, path, impl, sha256
         self.device = pick_device(device)
         self.network = model_from_checkpoint(saved, impl=impl, device=self.device)

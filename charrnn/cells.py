@@ -15,10 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from charrnn.config import MODEL_KINDS, check_impl
 from charrnn.state import State, join_layers, split_layers, zero_state
-
-KINDS = ("rnn", "gru", "lstm")
-IMPLEMENTATIONS = ("fused", "cells")
 
 # What one step returns besides the state, by name: "hidden", and the gates when the cell has them.
 Internals = dict[str, Tensor]
@@ -89,8 +87,8 @@ GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown recurrent cell {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown recurrent cell {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
 
 
 class CellStack(nn.Module):
@@ -189,10 +187,9 @@ def recurrent_stack(
 ) -> nn.Module:
     """The recurrent layers for `kind` (rnn|gru|lstm): torch's fused module or our written-out cells."""
     _check_kind(kind)
+    check_impl(impl)
     if impl == "cells":
         return CellStack(kind, input_size, hidden_size, num_layers, dropout)
-    if impl != "fused":
-        raise ValueError(f"unknown implementation {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
     # Dropout only acts between layers; with one layer torch would warn about a no-op.
     between_layers = dropout if num_layers > 1 else 0.0
     if kind == "rnn":

@@ -20,6 +20,12 @@ WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
+def check_impl(impl: str) -> None:
+    """Refuse an --impl charrnn does not have: one check, where a run is set up and where a network is built."""
+    if impl not in IMPLEMENTATIONS:
+        raise SettingError(f"unknown --impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+
+
 def validate_seed(seed: Optional[int]) -> None:
     """Refuse a --seed torch cannot take (it would fail deep inside, as an overflow)."""
     low, high = SEED_RANGE
@@ -105,8 +111,7 @@ class TrainConfig:
         if self.eval_every is not None and self.eval_every < 1:
             raise SettingError(f"--eval-every must be at least 1 (got {self.eval_every})")
         validate_seed(self.seed)
-        if self.impl not in IMPLEMENTATIONS:
-            raise SettingError(f"unknown --impl {self.impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+        check_impl(self.impl)
         if self.device not in DEVICES:
             raise SettingError(f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:

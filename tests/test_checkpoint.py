@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charrnn import checkpoint, cli, corpora
-from charrnn.cells import KINDS
+from charrnn.config import MODEL_KINDS as KINDS
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError, escaped
 from charrnn.model import CharRNN, model_from_checkpoint, parameter_shapes
@@ -135,7 +136,7 @@ def test_old_torch_is_refused(good, monkeypatch):
         with pytest.raises(CharRNNError, match=rf"torch {re.escape(version)} .*pip install 'torch>=2.10'"):
             checkpoint.load_checkpoint(good)
     monkeypatch.setattr(torch, "__version__", "2.10.0a0+git1234")
-    assert checkpoint.load_checkpoint(good)["vocab"]
+    assert checkpoint.load_checkpoint(good).vocab
 
 
 def test_compressed_archive_is_refused_before_anything_inflates(good, tmp_path):
@@ -231,3 +232,36 @@ def test_bit_flipped_pickle_with_valid_checksums(good, tmp_path, flips):
 @given(data=st.one_of(st.binary(max_size=2000), st.binary(max_size=200).map(lambda tail: b"PK\x03\x04" + tail)))
 def test_random_bytes(tmp_path, data):
     loads_or_refuses(data, tmp_path / "random.pt")
+
+
+def test_a_checkpoint_written_and_read_back_is_the_same(tiny_run, tmp_path):
+    for name in (checkpoint.BEST, checkpoint.LAST):
+        saved = checkpoint.load_checkpoint(tiny_run / name)
+        checkpoint.save_checkpoint(saved, tmp_path / name)
+        again = checkpoint.load_checkpoint(tmp_path / name)
+        assert all(torch.equal(again.weights[key], tensor) for key, tensor in saved.weights.items())
+        assert replace(again, weights={}, resume=None) == replace(saved, weights={}, resume=None)
+        assert (again.resume is None) == (name == checkpoint.BEST)
+    assert again.resume.progress == saved.resume.progress and again.resume.corpus_digest == saved.resume.corpus_digest
+
+
+def test_a_last_pt_of_an_earlier_release_still_loads(tiny_run, tmp_path):
+    def earlier(payload):  # before rank_rng, world_size and the text's digest, and before val_chars
+        for key in ("rank_rng", "world_size", "corpus_digest", "corpus_chars"):
+            payload.pop(key)
+        payload["progress"].pop("val_chars")
+
+    saved = checkpoint.load_checkpoint(edited(tiny_run / checkpoint.LAST, tmp_path / "old.pt", earlier))
+    assert saved.resume.world_size == 1 and saved.resume.corpus_digest is None and saved.resume.progress.val_chars == 0
+    assert saved.resume.progress.step == saved.step
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda p: p.pop("optimizer"), "its resume state lacks optimizer"),
+    (lambda p: p.update(progress="x"), "not what charrnn saves"),
+    (lambda p: p.update(rank_rng=[]), "its RNG states"),
+])
+def test_a_damaged_resume_state_gets_one_line(tiny_run, tmp_path, change, fragment):
+    with pytest.raises(CharRNNError) as refused:
+        checkpoint.load_checkpoint(edited(tiny_run / checkpoint.LAST, tmp_path / "bad.pt", change))
+    assert fragment in str(refused.value) and "\n" not in str(refused.value)

@@ -71,3 +71,20 @@ def test_sampling_settings_refuse_what_no_model_could_use_and_record_what_they_h
     assert made.stop == ("ab",) and hash(made)  # a list is kept as a tuple: frozen all through
     assert made.record() == {"length": 1000, "temperature": 0.5, "top_k": None, "top_p": None, "seed": None,
                              "num_samples": 3, "precision": "auto", "stop": ["ab"], "lines": True}
+
+
+def test_one_impl_check_serves_the_run_settings_and_the_network():
+    from charrnn.cells import recurrent_stack
+
+    for refuse in (lambda: TrainConfig(impl="fast").validate(), lambda: recurrent_stack("lstm", "fast", 4, 4, 1)):
+        with pytest.raises(SettingError, match=r"^unknown --impl 'fast'; choose one of fused, cells$"):
+            refuse()
+
+
+def test_dynamic_settings_are_false_without_dynamic_and_its_flags_need_it():
+    from charrnn.config import DynamicSettings, dynamic_settings
+
+    assert dynamic_settings(False) is False
+    assert dynamic_settings(True, segment=20) == DynamicSettings(segment=20)
+    with pytest.raises(SettingError, match="need --dynamic"):
+        dynamic_settings(False, decay=0.1)

@@ -40,3 +40,16 @@ def test_a_long_evaluation_shows_its_progress_on_stderr(tiny_run, tmp_path, monk
     quiet = io.StringIO()
     lm.evaluate_files([str(path)], progress=progress.Meter("evaluating", quiet))  # short work says nothing
     assert quiet.getvalue() == ""
+
+
+def test_the_report_is_one_line_or_static_and_dynamic_side_by_side():
+    from charrnn.evaluate import report_lines, summarize
+
+    static = summarize(10.0, 8, oov=2)
+    assert report_lines(static) == [f"bpc {static['bpc']:.4f} | loss 1.2500 nats/char | perplexity "
+                                    f"{static['perplexity']:.3f} | 8 chars | 2 out of vocabulary"]
+    dynamic = {**summarize(8.0, 8, oov=2), "seconds": 1.0, "segment": 50, "lr": 0.3, "decay": 0.003,
+               "static": {**static, "seconds": 0.5}}
+    lines = report_lines(dynamic)
+    assert [line.split(" bpc")[0] for line in lines[:2]] == ["static ", "dynamic"] and lines[1].endswith("| 1.0s")
+    assert lines[2] == "dynamic: segment 50, lr 0.3, decay 0.003 | 2 out of vocabulary"

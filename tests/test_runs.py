@@ -41,3 +41,15 @@ def test_cli_prints_a_table_and_json(runs_dir, capsys):
     assert broken.startswith("broken  unreadable: ") and tiny.split()[:5] == ["tiny", "lstm", "1x32", "8.1K", "corpus"]
     cli.runs(directory=runs_dir, as_json=True, sort="name")
     assert [json.loads(line)["name"] for line in capsys.readouterr().out.splitlines()] == ["broken", "tiny"]
+
+
+def test_the_table_aligns_its_columns_and_an_unreadable_run_says_why():
+    from charrnn.runs import RunSummary, readable, table
+
+    good = RunSummary("a", "runs/a", None, "lstm", 1, 32, 12_345, "corpus", 150, 61.0, 2.5)
+    header, row, broken = table([good, RunSummary("long-name", "runs/long-name", None, problem="not\na checkpoint")])
+    assert header.index("model") == row.index("lstm 1x32") == len("name  ")  # an unreadable row sets no width
+    assert row.split() == ["a", "lstm", "1x32", "12.3K", "corpus", "150", "1m01s", "2.500", "-"]
+    assert broken == "long-name  unreadable: not\\na checkpoint"
+    assert [readable(*item) for item in (("elapsed_s", 181), ("val_loss", 1.5), ("steps", 12000), ("x", None))] == [
+        "3m01s", "1.5", "12,000", "-"]

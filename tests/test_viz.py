@@ -31,7 +31,7 @@ def test_trace_shapes_and_surprise_match_the_fused_model(payload):
     assert all(values.shape == (len(TEXT), 32) for values in trace.activations.values())
     # Surprise summed over a line and its newline is what `score` reports for that line, from the fused kernel.
     line = TEXT.split("\n")[0]
-    fused = score_batch(model_from_checkpoint(payload), Vocab(payload["vocab"]), [line], device=__import__("torch").device("cpu"))[0]
+    fused = score_batch(model_from_checkpoint(payload), Vocab(payload.vocab), [line], device=__import__("torch").device("cpu"))[0]
     assert abs(trace.surprise[: len(line) + 1].sum() - fused.nats / np.log(2)) < 1e-3
 
 
@@ -110,3 +110,16 @@ def test_read_text_stops_at_max_chars(tmp_path):
     writer.start()
     assert viz.read_text(str(fifo), 100) == "All:\nSpeak."
     writer.join()
+
+
+def test_look_shows_surprise_a_named_unit_or_the_best_ranked_one():
+    hidden = np.array([[0.0, 1.0], [0.0, -1.0], [1.0, 0.5], [0.0, 0.2]])
+    trace = viz.Trace("ab\ncd"[:4], {(0, "hidden"): hidden}, np.array([1.0, 2.0, 3.0, np.nan]), layers=1,
+                      kinds=["hidden"], known=np.array([True, True, True, False]))
+    surprise = viz.look(trace, surprise=True)
+    assert surprise.unit is None and surprise.title.startswith("surprise, -log2 p: mean 2.00 bits per character; 1 ")
+    named = viz.look(trace, layer=0, kind="hidden", unit=0)
+    assert named.title == "layer 0 hidden unit 0; 1 character the model never saw, shown uncoloured"
+    assert named.as_dict()["values"] == [0.0, 0.0, 1.0, 0.0] and named.as_dict()["ranking"] is None
+    found = viz.look(trace, find="line-position", top=2)
+    assert found.unit == found.ranking[0] and ", r = " in found.title and len(found.ranking) == 2
