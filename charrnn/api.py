@@ -16,13 +16,13 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from charrnn import checkpoint, distributed, finetune, ranks, rundir
+from charrnn import checkpoint, distributed, finetune, rundir
 from charrnn.budget import sized_fields
 from charrnn.config import ADAPTING, ModelConfig, SamplingSettings, TrainConfig, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.dynamic import DynamicSettings, adapted, dynamic_loss
-from charrnn.errors import CharRNNError, SettingError, escaped
+from charrnn.errors import CharRNNError, SettingError, escaped, is_main, launched_world_size
 from charrnn.evaluate import summarize, total_loss
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
@@ -236,9 +236,9 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
     if out is None:
         if resume:
             raise SettingError("--resume needs --out RUN_DIR: the run to continue")
-        out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus_args), ranks.launched_world_size())
+        out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus_args), launched_world_size())
     out = Path(out)
-    reporter = reporter or Reporter(quiet=quiet or not ranks.is_main(), on_progress=on_progress)
+    reporter = reporter or Reporter(quiet=quiet or not is_main(), on_progress=on_progress)
     try:
         with distributed.stopped_peers(out):
             summary = run_training(corpus_args, model_config, train_config, out, resume=resume, force=force,

@@ -13,9 +13,11 @@ from typing import List, Literal, Optional
 import typer
 from typing_extensions import Annotated
 
-from charrnn import __version__, install_command, names, ranks
-from charrnn.config import DynamicSettings, FineTuneDefaults, TrainConfig, dynamic_settings
-from charrnn.errors import INTERRUPTED, USAGE, CharRNNError, SettingError, TrainingInterrupted, escaped
+from charrnn import __version__, install_command
+from charrnn.config import (EXPORT_FORMATS, RUN_SORTS, VIZ_FEATURES, DynamicSettings, FineTuneDefaults, TrainConfig,
+                            dynamic_settings)
+from charrnn.errors import (INTERRUPTED, USAGE, CharRNNError, SettingError, TrainingInterrupted, escaped, is_main,
+                            reports)
 from charrnn.layout import RUNS_DIR
 
 # The modules that do the work import torch (a second or two): each command imports what it needs, so
@@ -112,7 +114,7 @@ def train(
                   eval_every=eval_every, device=device, impl=impl, precision=precision, encoding=encoding,
                   errors=errors, init_from=init_from, started=started)
     except TrainingInterrupted as stop:  # typer ends any KeyboardInterrupt in silence: say first what was saved
-        if ranks.is_main():
+        if is_main():
             print(f"charrnn: {stop}", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
 
@@ -245,7 +247,7 @@ def score(
             out.flush()
 
 
-SortKey = Literal[names.RUN_SORTS]
+SortKey = Literal[RUN_SORTS]
 
 
 @app.command()
@@ -271,7 +273,7 @@ def runs(
             print("\n".join(runs_lib.table(summaries)))
 
 
-ExportFormat = Literal[names.EXPORT_FORMATS]
+ExportFormat = Literal[EXPORT_FORMATS]
 
 
 @app.command()
@@ -346,7 +348,7 @@ def viz(
     kind: Annotated[Optional[str], typer.Option(help="hidden, cell, input_gate, forget_gate, output_gate, candidate (LSTM); reset_gate, update_gate (GRU). Default: cell, else hidden.")] = None,
     unit: Annotated[Optional[int], typer.Option(help="Unit index (default: the one that varies most on this text).")] = None,
     surprise: Annotated[bool, typer.Option("--surprise", help="Color each character by the model's surprise, -log2 p, instead.")] = False,
-    find: Annotated[Optional[str], typer.Option(help="Rank units by how well they track a feature: " + ", ".join(names.VIZ_FEATURES) + "; show the best.")] = None,
+    find: Annotated[Optional[str], typer.Option(help="Rank units by how well they track a feature: " + ", ".join(VIZ_FEATURES) + "; show the best.")] = None,
     top: Annotated[int, typer.Option(help="How many units --find lists.")] = 5,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: the text, the values per character, the ranking.")] = False,
@@ -395,7 +397,7 @@ def main() -> None:
         if code == INTERRUPTED:  # typer turns a Ctrl-C inside a command into this code, without a word
             code = interrupted()
     except CharRNNError as error:
-        if ranks.reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
+        if reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
             print(f"charrnn: error: {escaped(str(error))}", file=sys.stderr)  # one line, whatever a file put in it
         code = USAGE if isinstance(error, SettingError) else 1
     except UsageProblem as error:

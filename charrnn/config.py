@@ -16,6 +16,13 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # How generation stores the weights (charrnn.stepper). auto: fp16 on x86 CPUs, int8 there for a batch; fp32 elsewhere.
 WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
+# More of the CLI's choices, here without torch so that `charrnn --help` needs none: the modules that do the
+# work key their tables by these, and check at import that they agree.
+RUN_SORTS = ("name", "bpc", "written", "steps", "time", "size")  # charrnn.runs.SORT_KEYS
+EXPORT_FORMATS = ("hf", "onnx", "html")  # charrnn.export.FORMATS
+VIZ_FEATURES = ("line-position", "quotes", "brackets", "word-position", "space", "uppercase", "vowel",
+                "punctuation")  # charrnn.viz.FEATURES
+
 # What torch's generators take as a seed: a 64-bit integer, signed or not (-1 and 2**64 - 1 are one seed).
 SEED_RANGE = (-(2**63), 2**64 - 1)
 

@@ -28,11 +28,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from charrnn.state import map_state
+from charrnn.state import State, map_state
 from charrnn.data import Windows
 from charrnn.device import pick_device
-from charrnn.errors import CharRNNError
-from charrnn.ranks import EchoedError, launched_world_size
+from charrnn.errors import CharRNNError, EchoedError, launched_world_size
 
 T = TypeVar("T")
 
@@ -165,30 +164,28 @@ class Group:
         if differing:
             self.stop_all(f"{message} (process(es) {', '.join(map(str, differing))} differ from process 0)")
 
-    def resume_state(self, hidden, rng: dict) -> Optional[dict]:
-        """What last.pt needs from every rank: the whole batch's carried state and each rank's RNG.
+    def resume_state(self, hidden: State, rng: dict) -> Optional[tuple[State, list[dict]]]:
+        """What last.pt needs from every rank: the whole batch's carried state and each rank's RNG states.
 
-        A collective: every rank calls it; rank 0 gets the entries, the others None (they write nothing).
+        A collective: every rank calls it; rank 0 gets them, the others None (they write nothing).
         Every rank carries as many streams, so the shares gather as tensors of one shape.
         """
         whole = map_state(lambda part: torch.cat(self.gather_tensors(part), dim=1), hidden)
         gathered_rng = {name: self.gather_tensors(state) for name, state in rng.items()}
         if not self.is_main:
             return None
-        rank_rng = [{name: states[rank] for name, states in gathered_rng.items()} for rank in range(self.world_size)]
-        return {"hidden_state": whole, "rng": rank_rng[0],
-                "rank_rng": rank_rng, "world_size": self.world_size}
+        return whole, [{name: states[rank] for name, states in gathered_rng.items()} for rank in range(self.world_size)]
 
-    def resumed_share(self, saved: dict):
-        """This rank's rows of the carried state in last.pt, and its RNG states."""
-        trained_by = saved.get("world_size", 1)
+    def resumed_share(self, hidden: State, rank_rng: list[dict]) -> tuple[State, dict]:
+        """This rank's rows of the whole batch's carried state in last.pt, and its RNG states."""
+        trained_by = len(rank_rng)
         if trained_by != self.world_size:
             raise CharRNNError(
                 f"this run was trained by {trained_by} process(es) and is being resumed by {self.world_size}: "
                 f"its streams of the corpus are laid out for {trained_by}; resume with {trained_by} in all "
                 f"({'torchrun --nproc-per-node ...' if trained_by > 1 else 'plain charrnn train'} --resume)")
-        share = map_state(lambda part: part[:, self.rows(part.shape[1])].contiguous(), saved["hidden_state"])
-        return share, saved.get("rank_rng", [saved["rng"]])[self.rank]
+        share = map_state(lambda part: part[:, self.rows(part.shape[1])].contiguous(), hidden)
+        return share, rank_rng[self.rank]
 
     def barrier(self) -> None:
         if self.active:

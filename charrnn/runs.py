@@ -13,7 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from charrnn import checkpoint, finetune, layout, names
+from charrnn import checkpoint, finetune, layout
+from charrnn.config import RUN_SORTS
 from charrnn.errors import CharRNNError, SettingError, escaped
 from charrnn.plot import best_bpc, read_history, save_plot, series, terminal_curve
 from charrnn.progress import format_duration
@@ -49,7 +50,7 @@ SORT_KEYS = {
     "time": (lambda run: run.elapsed_s, True),
     "size": (lambda run: run.parameters, True),
 }
-assert tuple(SORT_KEYS) == names.RUN_SORTS, "charrnn.names.RUN_SORTS lists the CLI's choices"
+assert tuple(SORT_KEYS) == RUN_SORTS, "charrnn.config.RUN_SORTS lists the CLI's choices"
 
 
 def list_runs(runs_dir: Path = layout.RUNS_DIR, sort: str = "name") -> list[RunSummary]:

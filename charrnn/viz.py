@@ -16,7 +16,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from charrnn import names, writes
+from charrnn import writes
+from charrnn.config import VIZ_FEATURES
 from charrnn.errors import CharRNNError, SettingError
 from charrnn.model import model_from_checkpoint
 from charrnn.streams import refuse_binary, stdin_is_piped, text_input
@@ -158,7 +159,7 @@ FEATURES: dict[str, Callable[[str], np.ndarray]] = {
     "vowel": char_class(lambda c: c in "aeiouAEIOU"),
     "punctuation": char_class(lambda c: not c.isalnum() and not c.isspace()),
 }
-assert tuple(FEATURES) == names.VIZ_FEATURES, "charrnn.names.VIZ_FEATURES lists the CLI's choices"
+assert tuple(FEATURES) == VIZ_FEATURES, "charrnn.config.VIZ_FEATURES lists the CLI's choices"
 
 
 @dataclass

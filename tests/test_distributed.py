@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from charrnn import distributed, ranks
+from charrnn import distributed
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import training_windows
-from charrnn.errors import CharRNNError
-from charrnn.trainer import Trainer
+from charrnn.errors import CharRNNError, reports
+from charrnn.trainer import Trainer, prepare
 
 from conftest import ENGLISH, TINY_MODEL
 
@@ -76,13 +76,13 @@ def rank_worker(rank: int, port: int, folder: str) -> None:
     refuse_pickled_exchanges()
     folder = Path(folder)
     corpus = [str(folder / "corpus.txt")]
-    trainer = Trainer(corpus, SHAPE, config(2, 1), folder / "grad", force=True)
+    trainer = prepare(corpus, SHAPE, config(2, 1), folder / "grad", force=True)
     trainer.train_step(1e-3)
     torch.save(gradients(trainer), folder / f"grad{rank}.pt")
 
-    Trainer(corpus, WITH_DROPOUT, config(2, 6), folder / "whole").run()
-    Trainer(corpus, WITH_DROPOUT, config(2, 3), folder / "parts").run()
-    Trainer(corpus, WITH_DROPOUT, config(2, 6), folder / "parts", resume=True).run()
+    prepare(corpus, WITH_DROPOUT, config(2, 6), folder / "whole").run()
+    prepare(corpus, WITH_DROPOUT, config(2, 3), folder / "parts").run()
+    prepare(corpus, WITH_DROPOUT, config(2, 6), folder / "parts", resume=True).run()
     failing = {
         "missing": ([corpus[0]], True),  # rank 0 alone reads the run directory, and finds no last.pt
         "absent": ([corpus[0] if rank == 0 else str(folder / "nosuch.txt")], False),  # one machine lacks the file
@@ -90,9 +90,9 @@ def rank_worker(rank: int, port: int, folder: str) -> None:
     }
     for case, (corpus_args, resume) in failing.items():
         try:
-            Trainer(corpus_args, SHAPE, config(2, 6), folder / case, resume=resume)
+            prepare(corpus_args, SHAPE, config(2, 6), folder / case, resume=resume)
         except CharRNNError as error:
-            (folder / f"{case}{rank}.txt").write_text(f"{ranks.reports(error)} {error}")
+            (folder / f"{case}{rank}.txt").write_text(f"{reports(error)} {error}")
     distributed.finish()
 
 
@@ -146,7 +146,7 @@ def test_what_process_zero_sends_is_read_without_running_code(tmp_path: Path):
 
 
 def test_two_ranks_average_the_gradient_of_the_global_batch(two_ranks: Path):
-    single = Trainer([str(two_ranks / "corpus.txt")], SHAPE, config(4, 1), two_ranks / "single")
+    single = prepare([str(two_ranks / "corpus.txt")], SHAPE, config(4, 1), two_ranks / "single")
     single.train_step(1e-3)
     expected = gradients(single)
     for rank in range(2):
@@ -182,7 +182,7 @@ def test_rank_zero_alone_reports_an_error_all_ranks_stop_with(two_ranks: Path, c
 
 def test_a_single_process_does_not_resume_a_two_process_run(two_ranks: Path):
     with pytest.raises(CharRNNError, match=r"trained by 2 process\(es\).*resume with 2"):
-        Trainer([], WITH_DROPOUT, config(2, 9), two_ranks / "parts", resume=True)
+        prepare([], WITH_DROPOUT, config(2, 9), two_ranks / "parts", resume=True)
 
 
 def torchrun(cli, *args: str, **options) -> subprocess.Popen:
@@ -245,9 +245,9 @@ def test_killing_one_rank_stops_the_job_clearly_and_the_checkpoint_resumes(cli, 
     assert "charrnn: error: process 0 stopped: another process of this torchrun job failed or was killed" in err
     assert "runs/k/last.pt, is intact: continue with --resume" in err
 
-    step = load_checkpoint(last)["step"]  # intact: it loads, and --resume continues from it
+    step = load_checkpoint(last).step  # intact: it loads, and --resume continues from it
     assert step >= 3
     resumed = torchrun(cli, "train", "-o", "runs/k", "--resume", "--steps", str(step + 2), "--device", "cpu")
     _, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err
-    assert load_checkpoint(last)["step"] == step + 2
+    assert load_checkpoint(last).step == step + 2
