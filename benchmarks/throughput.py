@@ -32,7 +32,7 @@ from charrnn.cells import GATES  # noqa: E402
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig  # noqa: E402
 from charrnn.device import pick_device, resolve_precision  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
-from charrnn.trainer import Trainer  # noqa: E402
+from charrnn.trainer import Trainer, prepare  # noqa: E402
 
 FLOPS_COUNTED = (
     "matmul FLOPs only, per character: forward = sum over layers of 2*gates*H*(in+H) "
@@ -184,7 +184,7 @@ def run(args) -> dict:
         trainers = {}
         for kind in args.kinds:
             for impl in args.impls:
-                trainer = Trainer([str(corpus)],
+                trainer = prepare([str(corpus)],
                                   ModelConfig(model=kind, layers=args.layers, hidden=args.hidden, embed=args.embed),
                                   TrainConfig(seq_len=args.seq_len, batch_size=args.batch_size, steps=10 ** 9,
                                               val_fraction=0.0, device=args.device, impl=impl,

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Optional
 
 from charrnn import corpora, install_command
-from charrnn.config import ModelConfig, SamplingSettings, from_dict
+from charrnn.config import SamplingSettings
 from charrnn.errors import SettingError, escaped
 from charrnn.model import model_from_checkpoint
 from charrnn.plot import best_bpc
 from charrnn.progress import format_duration
 from charrnn.sample import generate
+from charrnn.schema import Checkpoint
 from charrnn.vocab import Vocab
 
 # The card's sample, and the command that writes it again: fp32 weights, since the default (fp16 on
@@ -24,12 +25,12 @@ LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*")  # an SPDX identifier (mi
 MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]~|#])")  # what makes inline Markdown act: code, emphasis, links, tables
 
 
-def card_sample(payload: dict) -> str:
+def card_sample(saved: Checkpoint) -> str:
     """The text `charrnn sample --temp 0.8 --seed 1337 --length 400 --precision fp32 --device cpu` writes (without its
     newline): on the CPU, since a GPU's logits differ from the CPU's in the last bits, and so in time the text."""
-    model = model_from_checkpoint(payload)
+    model = model_from_checkpoint(saved)
     settings = SamplingSettings(length=SAMPLE_LENGTH, temperature=SAMPLE_TEMPERATURE, seed=SAMPLE_SEED, precision="fp32")
-    steps = generate(model, Vocab(payload["vocab"]), settings=settings)
+    steps = generate(model, Vocab(saved.vocab), settings=settings)
     return "".join(char for (char,) in steps)
 
 
@@ -65,13 +66,13 @@ def license_id(text: str) -> str:
     return text.lower()
 
 
-def named_corpus(payload: dict) -> Optional[corpora.Entry]:
+def named_corpus(saved: Checkpoint) -> Optional[corpora.Entry]:
     """The catalogue entry the run trained on, or None for the user's own text. A named corpus is one argument
     that is a catalogue name and no file (a path always wins, as `charrnn train` decides)."""
-    arguments = payload.get("corpus_args") or []
-    if len(arguments) != 1 or Path(arguments[0]).name != payload.get("corpus") or Path(arguments[0]).exists():
+    arguments = saved.corpus_args or []
+    if len(arguments) != 1 or Path(arguments[0]).name != saved.corpus or Path(arguments[0]).exists():
         return None
-    return corpora.load_catalogue().get(payload["corpus"])
+    return corpora.load_catalogue().get(saved.corpus)
 
 
 def metadata(entry: Optional[corpora.Entry], spdx: Optional[str], model: str) -> str:
@@ -84,14 +85,14 @@ def metadata(entry: Optional[corpora.Entry], spdx: Optional[str], model: str) ->
     return "\n".join(f"{key}: {json.dumps(value)}" for key, value in fields.items() if value is not None)
 
 
-def data_section(payload: dict, entry: Optional[corpora.Entry], spdx: Optional[str]) -> str:
+def data_section(saved: Checkpoint, entry: Optional[corpora.Entry], spdx: Optional[str]) -> str:
     """Where the text came from, and under what license: the catalogue's for a named corpus; for the user's own
     text, the owner's (`--license`), or a request to state it."""
     if entry is not None:
         stated = f" The model is shared under {code_span(spdx)}." if spdx else ""
         return (f"The named corpus {code_span(entry.name)} (`charrnn train {entry.name}`): "
                 f"{markdown_text(entry.description)}. Its license: {markdown_text(entry.license)}.{stated}")
-    corpus = markdown_text(payload.get("corpus") or "an unnamed corpus")
+    corpus = markdown_text(saved.corpus or "an unnamed corpus")
     if spdx:
         return f"{corpus}, the owner's own text, under the license its owner states: {code_span(spdx)}."
     return (f"{corpus}, the owner's own text. **Its license is not stated.** If you own it, state it here and in "
@@ -99,15 +100,13 @@ def data_section(payload: dict, entry: Optional[corpora.Entry], spdx: Optional[s
             "know how they may use this model.")
 
 
-def model_card(payload: dict, name: str, spdx: Optional[str] = None) -> str:
+def model_card(saved: Checkpoint, name: str, spdx: Optional[str] = None) -> str:
     """README.md for the folder `name`: what the model is, how well it did, a sample, how to use it, under what
     license. `spdx`: the license the owner states, an identifier `license_id` checked."""
-    config = from_dict(ModelConfig, payload["model_config"])
-    entry = named_corpus(payload)
-    parameters = sum(tensor.numel() for tensor in payload["model"].values())
-    corpus = markdown_text(payload.get("corpus") or "an unnamed corpus")
-    bpc = best_bpc(payload.get("history") or [], payload.get("val_loss"))
-    trained = f"{payload.get('step') or 0:,} steps" + (f" ({format_duration(payload['elapsed'])})" if payload.get("elapsed") else "")
+    config, entry, parameters = saved.model_config, named_corpus(saved), saved.parameters
+    corpus = markdown_text(saved.corpus or "an unnamed corpus")
+    bpc = best_bpc(saved.history, saved.val_loss)
+    trained = f"{saved.step or 0:,} steps" + (f" ({format_duration(saved.elapsed)})" if saved.elapsed else "")
     folder = shlex.quote(escaped(name))
     command = f"charrnn sample -c {folder} --temp {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED} --length {SAMPLE_LENGTH} --precision fp32 --device cpu"
     usage = f"{install_command()}\ncharrnn sample -c {folder} --temp 0.8 --length 500\ncharrnn eval -c {folder} held-out.txt"
@@ -118,7 +117,7 @@ def model_card(payload: dict, name: str, spdx: Optional[str] = None) -> str:
 # {markdown_text(name)}
 
 A character-level {config.model.upper()} language model: {config.layers} layer(s) of {config.hidden} units,
-embedding {config.embed}, {parameters:,} parameters, a vocabulary of {len(payload['vocab']):,} characters.
+embedding {config.embed}, {parameters:,} parameters, a vocabulary of {len(saved.vocab):,} characters.
 Trained with charrnn on {corpus} for {trained}.
 Validation: {"not measured" if bpc is None else f"{bpc:.3f} bits per character"}.
 
@@ -126,7 +125,7 @@ Validation: {"not measured" if bpc is None else f"{bpc:.3f} bits per character"}
 
 {code_span(command)} (temperature {SAMPLE_TEMPERATURE}, seed {SAMPLE_SEED}, no prime):
 
-{fenced(card_sample(payload))}
+{fenced(card_sample(saved))}
 
 ## How to use it
 
@@ -136,7 +135,7 @@ Validation: {"not measured" if bpc is None else f"{bpc:.3f} bits per character"}
 
 ## Training data and license
 
-{data_section(payload, entry, spdx)}
+{data_section(saved, entry, spdx)}
 
 ## Files
 

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, read safely (weights_only), with a format version."""
+"""Checkpoint files: written atomically, read safely (weights_only, archive sizes, CRCs), found from -c; what they
+hold is charrnn.schema's."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import hashlib
 import os
 import pickle
 import re
-import types
-import typing
 import warnings
 import zipfile
 from pathlib import Path
@@ -15,37 +14,25 @@ from typing import Optional
 
 import torch
 
-from charrnn import hf, layout, writes
-from charrnn.config import ModelConfig, TrainConfig, from_dict
+from charrnn import hf, layout, schema, writes
 from charrnn.errors import CharRNNError, escaped
 from charrnn.layout import BEST, LAST, RUNS_DIR  # noqa: F401 (used as checkpoint.BEST, ... across the package)
-from charrnn.model import parameter_shapes
+from charrnn.schema import Checkpoint
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab")  # what every command reads
 # weights_only loading lets a crafted file run code before torch 2.6 (GHSA-53q9-r3pm-6pq6) and
 # corrupt memory before 2.10 (GHSA-63cw-57p8-fm3p).
 MINIMUM_TORCH = (2, 10)
-# The other fields commands read, and what each may hold: a stranger's file can put anything anywhere.
-FIELDS = {
-    "vocab": str, "corpus": Optional[str], "corpus_args": Optional[list[str]], "encoding": Optional[str],
-    "errors": Optional[str], "step": Optional[int], "val_loss": Optional[float], "elapsed": Optional[float],
-    "device": Optional[str], "backend": Optional[str], "precision": Optional[str],
-    "history": Optional[list[dict]], "init_from": Optional[dict],
-}
-HISTORY_NUMBERS = ("step", "train_loss", "val_loss")  # what `info` plots and compares
 # What zipfile raises on a damaged archive: names that are not UTF-8 (ValueError), an encrypted part
 # (RuntimeError), an unknown method (NotImplementedError), as well as BadZipFile.
 ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError)
 
 
-def save_checkpoint(payload: dict, path: Path) -> None:
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     """Write through a synced temporary, then rename: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
-    payload = {"format_version": FORMAT_VERSION, **payload}
     try:
         with writes.written_atomically(path, durable=True) as f:
-            torch.save(payload, f)
+            torch.save(schema.encode(checkpoint), f)
     except (OSError, RuntimeError) as error:  # torch reports a failed write (disk full) as RuntimeError
         raise unwritable(path, error) from None
 
@@ -61,7 +48,7 @@ def unwritable(path: Path, error: Exception) -> CharRNNError:
     return CharRNNError(f"cannot write {path} ({reason}); {then}")
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint on the CPU, checked so that a stranger's file cannot run code (weights_only),
     take the machine (sizes are checked before anything is inflated or allocated), or hold garbage.
     `path` may also be a folder that `charrnn export --format hf` wrote: its payload gets the same checks."""
@@ -89,8 +76,7 @@ def load_checkpoint(path: Path) -> dict:
         raise refused(path, f"{what}, which could run code") from None
     except Exception:
         raise unreadable(path) from None
-    check_payload(path, payload)
-    return payload
+    return schema.decode(path, payload, path.stat().st_size)
 
 
 def weights_sha256(path: Path) -> str:
@@ -103,7 +89,7 @@ def weights_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_with_sha256(path: Path, tries: int = 3) -> tuple[dict, str]:
+def load_with_sha256(path: Path, tries: int = 3) -> tuple[Checkpoint, str]:
     """The payload and the SHA-256 of the file it was read from. A training run replaces best.pt as it goes
     (a rename), so the file is hashed before and after reading: a change between means another read."""
     digest = weights_sha256(path)
@@ -115,11 +101,9 @@ def load_with_sha256(path: Path, tries: int = 3) -> tuple[dict, str]:
     raise CharRNNError(f"{path}: replaced {tries} times while it was read (a run is training into it); try again")
 
 
-def load_folder(folder: Path) -> dict:
-    """A shareable folder's payload (config.json and model.safetensors: no pickle), checked as a .pt file's."""
-    payload = hf.read_folder(folder)
-    check_payload(folder, payload, size=hf.weights_bytes(folder))
-    return payload
+def load_folder(folder: Path) -> Checkpoint:
+    """A shareable folder's checkpoint (config.json and model.safetensors: no pickle), checked as a .pt file's."""
+    return schema.decode(folder, hf.read_folder(folder), hf.weights_bytes(folder))
 
 
 def require_safe_torch() -> None:
@@ -137,10 +121,6 @@ def refused(path: Path, reason: str) -> CharRNNError:
 
 def unreadable(path: Path) -> CharRNNError:
     return CharRNNError(f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt")
-
-
-def malformed(path: Path, problem: str) -> CharRNNError:
-    return CharRNNError(f"{path}: not a valid charrnn checkpoint: {problem}; pass one that `charrnn train` wrote")
 
 
 def check_archive(path: Path) -> None:
@@ -172,117 +152,6 @@ def damaged_member(path: Path) -> Optional[str]:
             return archive.testzip()
     except ARCHIVE_ERRORS:  # a part's own header contradicts the directory (another name, encrypted, ...)
         raise unreadable(path) from None
-
-
-def check_payload(path: Path, payload, size: Optional[int] = None) -> None:
-    """Every field a command reads is there and of the type it expects, and the weights are the network the
-    config describes: checked once, here, so a stranger's file fails with one line, not deep in a command.
-    `size`: the bytes that hold the weights (default: the whole file at `path`)."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("format_version"), int) \
-            or any(key not in payload for key in REQUIRED_KEYS):
-        raise CharRNNError(f"{path}: not a charrnn checkpoint; pass one that `charrnn train` wrote")
-    if payload["format_version"] > FORMAT_VERSION:
-        raise CharRNNError(
-            f"{path}: checkpoint format {payload['format_version']} is newer than this charrnn understands "
-            f"({FORMAT_VERSION}); upgrade charrnn"
-        )
-    check_fields(path, payload)
-    config = stored_config(path, payload, "model_config", ModelConfig)
-    stored_config(path, payload, "train_config", TrainConfig)
-    if config.vocab_size != len(payload["vocab"]):
-        raise malformed(path, f"its model_config has vocab_size {config.vocab_size} for {len(payload['vocab'])} characters")
-    check_weights(path, payload["model"], config, path.stat().st_size if size is None else size)
-
-
-def check_fields(path: Path, payload: dict) -> None:
-    """The plain fields (FIELDS): vocabulary, corpus, history, where a fine-tuned run started."""
-    for key, kind in FIELDS.items():
-        if not fits(payload.get(key), kind):
-            raise malformed(path, f"its {key} has the wrong type ({type(payload[key]).__name__})")
-    if not payload["vocab"]:
-        raise malformed(path, "its vocab is empty")
-    for key in ("history", "init_from"):  # `info --json` prints them whole
-        if not is_plain(payload.get(key)):
-            raise malformed(path, f"its {key} holds more than plain data")
-    if any(not fits(row.get(name), Optional[float]) for row in payload.get("history") or () for name in HISTORY_NUMBERS):
-        raise malformed(path, "its history has a step or loss that is not a number")
-    if payload.get("init_from") is not None and not isinstance(payload["init_from"].get("path"), str):
-        raise malformed(path, "its init_from names no checkpoint")
-
-
-def stored_config(path: Path, payload: dict, key: str, cls):
-    """A config dataclass from its stored dict: every field of its declared type, and in range."""
-    values = payload[key]
-    if not isinstance(values, dict):
-        raise malformed(path, f"its {key} is a {type(values).__name__}, not a table of settings")
-    for name, kind in typing.get_type_hints(cls).items():
-        if name in values and not fits(values[name], kind):
-            raise malformed(path, f"its {key} has {name} of the wrong type ({type(values[name]).__name__})")
-    config = from_dict(cls, values)
-    try:
-        config.validate()
-    except CharRNNError as error:
-        raise malformed(path, f"its {key} is out of range ({error})") from None
-    return config
-
-
-def fits(value, kind) -> bool:
-    """Whether a stored value has a declared type (Optional[...], list[...]); an int fits a float, a bool no number."""
-    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):  # Optional[int]; int | None (3.10+)
-        return any(fits(value, argument) for argument in arguments)
-    if origin is list:
-        return isinstance(value, list) and all(fits(item, arguments[0]) for item in value)
-    if isinstance(value, bool) or kind is bool:
-        return isinstance(value, bool) and kind is bool
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-def is_plain(value, depth: int = 4) -> bool:
-    """JSON-like data (what `info --json` can print), nested no deeper than `depth`."""
-    if value is None or isinstance(value, (str, int, float)):
-        return True
-    if depth == 0:
-        return False
-    if isinstance(value, list):
-        return all(is_plain(item, depth - 1) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(key, str) and is_plain(item, depth - 1) for key, item in value.items())
-    return False
-
-
-def check_weights(path: Path, weights, config: ModelConfig, file_size: int) -> None:
-    """Floating-point tensors whose bytes are in the file, named and shaped as the config's network: then
-    building that network allocates no more than the file holds."""
-    if not isinstance(weights, dict) or not all(isinstance(name, str) and is_float_array(tensor)
-                                                for name, tensor in weights.items()):
-        raise malformed(path, "its model is not a table of floating-point tensors")
-    # One stored number can stand for any number of elements (a view with stride 0): count what they claim.
-    if sum(tensor.numel() * tensor.element_size() for tensor in weights.values()) > file_size:
-        raise malformed(path, "its tensors claim more elements than the file holds")
-    if config.layers > len(weights):  # every layer has weights: no need to list a billion of them to see it
-        raise malformed(path, f"its model_config has {config.layers} layers, more than its weights have")
-    expected, actual = parameter_shapes(config), {name: tuple(tensor.shape) for name, tensor in weights.items()}
-    if actual != expected:
-        raise malformed(path, f"its weights do not match its model_config ({difference(expected, actual)})")
-
-
-def is_float_array(value) -> bool:
-    """A dense floating-point tensor with its data on the CPU (not a meta tensor, which has none)."""
-    return (isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.layout == torch.strided
-            and value.is_floating_point())
-
-
-def difference(expected: dict, actual: dict) -> str:
-    """The first weight, by name, that is missing, extra, or of another shape."""
-    name = min(name for name in expected.keys() | actual.keys() if expected.get(name) != actual.get(name))
-    if name not in actual:
-        return f"{name} is missing"
-    if name not in expected:
-        return f"{name[:60]!r} is not part of the network"
-    return f"{name} is {list(actual[name])} where the config needs {list(expected[name])}"
 
 
 def newest_run(runs_dir: Path = RUNS_DIR) -> Optional[Path]:

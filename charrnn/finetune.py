@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from charrnn import checkpoint
-from charrnn.config import FineTuneDefaults, ModelConfig, from_dict
+from charrnn.config import FineTuneDefaults, ModelConfig
 from charrnn.data import Corpus, load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
+from charrnn.schema import Checkpoint
 from charrnn.vocab import Vocab, code_points
 
 SHAPE_FLAGS = ("model", "layers", "hidden", "embed")
@@ -25,19 +26,20 @@ CALIBRATION_CHARS = 4096  # contexts from the new text over which new characters
 COUNT_CHUNK = 1 << 24
 
 
-def load_init(argument: str) -> dict:
-    """The checkpoint to start from (a .pt file or a run directory, whose best.pt is preferred)."""
+def load_init(argument: str) -> tuple[Checkpoint, dict]:
+    """The checkpoint to start from (a .pt file or a run directory, whose best.pt is preferred), and what the run
+    remembers of it (`init_record`)."""
     path = checkpoint.resolve_checkpoint(argument)
-    payload = checkpoint.load_checkpoint(path)
-    if payload["model"]["embedding.weight"].shape[0] != len(payload["vocab"]):
+    init = checkpoint.load_checkpoint(path)
+    if init.weights["embedding.weight"].shape[0] != len(init.vocab):
         raise CharRNNError(f"{path}: its weights do not match its vocabulary; pass another checkpoint to --init-from")
-    return {**payload, "path": str(path.resolve())}
+    return init, init_record(init, str(path.resolve()))
 
 
-def model_config(init: dict, requested: dict) -> ModelConfig:
+def model_config(init: Checkpoint, requested: dict) -> ModelConfig:
     """The checkpoint's shape; a shape flag that disagrees with it is an error. Dropout is --dropout,
     else at least the fine-tuning default: a small text is overfit at once without it."""
-    config = from_dict(ModelConfig, init["model_config"])
+    config = replace(init.model_config)
     for name in SHAPE_FLAGS:
         if name in requested and requested[name] != getattr(config, name):
             raise CharRNNError(
@@ -52,10 +54,10 @@ def train_options(requested: dict) -> dict:
     return {"lr": FineTuneDefaults.lr, **requested}
 
 
-def init_record(init: dict) -> dict:
+def init_record(init: Checkpoint, path: str) -> dict:
     """What a fine-tuned run remembers about where it started (stored in its checkpoints)."""
-    return {"path": init["path"], "corpus": init.get("corpus"), "corpus_args": init.get("corpus_args"),
-            "step": init.get("step"), "val_loss": init.get("val_loss"), "vocab_size": len(init["vocab"])}
+    return {"path": path, "corpus": init.corpus, "corpus_args": init.corpus_args, "step": init.step,
+            "val_loss": init.val_loss, "vocab_size": len(init.vocab)}
 
 
 def describe(record: Optional[dict]) -> Optional[str]:
@@ -137,10 +139,10 @@ def calibrate_new_characters(model: CharRNN, old_size: int, ids: np.ndarray, dev
     model.head.bias[old_size:] += torch.as_tensor(offsets, dtype=model.head.bias.dtype, device=model.head.bias.device)
 
 
-def start_from(model: CharRNN, init: dict, train_ids: np.ndarray, device: torch.device) -> None:
+def start_from(model: CharRNN, init: Checkpoint, train_ids: np.ndarray, device: torch.device) -> None:
     """Load the init checkpoint's weights into `model`, grown and calibrated for the new characters."""
-    model.load_state_dict(grown_weights(init["model"], model.config.vocab_size))
-    calibrate_new_characters(model, len(init["vocab"]), train_ids, device)
+    model.load_state_dict(grown_weights(init.weights, model.config.vocab_size))
+    calibrate_new_characters(model, len(init.vocab), train_ids, device)
 
 
 def starting_line(record: dict, vocab_size: int, lr: float, dropout: float) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from charrnn.cells import GATES, recurrent_stack
-from charrnn.config import ModelConfig, from_dict
+from charrnn.config import ModelConfig
 from charrnn.state import State, map_state, zero_state
 
 
@@ -78,12 +78,12 @@ def training_bytes(config: ModelConfig) -> int:
     return 16 * sum(math.prod(shape) for shape in parameter_shapes(config).values())
 
 
-def model_from_checkpoint(payload: dict, impl: str = "fused", device: Optional[torch.device] = None) -> CharRNN:
-    """Rebuild the trained network from a checkpoint, in either implementation, on any device.
+def model_from_checkpoint(checkpoint, impl: str = "fused", device: Optional[torch.device] = None) -> CharRNN:
+    """Rebuild the trained network from a checkpoint (a schema.Checkpoint), in either implementation, on any device.
 
-    The payload comes from checkpoint.load_checkpoint, which has held its config to its weights: the
+    The checkpoint comes from checkpoint.load_checkpoint, which has held its config to its weights: the
     network built here is the size of the file, whatever a stranger's config claimed."""
-    model = CharRNN(from_dict(ModelConfig, payload["model_config"]), impl=impl)
-    model.load_state_dict(payload["model"])
+    model = CharRNN(checkpoint.model_config, impl=impl)
+    model.load_state_dict(checkpoint.weights)
     model.eval()
     return model.to(device) if device is not None else model

@@ -16,8 +16,8 @@ import numpy as np
 
 from charrnn import install_command
 from charrnn.cells import GATES
-from charrnn.config import ModelConfig, from_dict
 from charrnn.errors import CharRNNError
+from charrnn.schema import Checkpoint
 
 OPSET = 17  # 2022: what onnxruntime 1.14 on, onnxruntime-web and most other runtimes read
 IR_VERSION = 8  # the file format that goes with opset 17; a newer one would shut out older runtimes
@@ -35,14 +35,14 @@ def require_onnx():
     return onnx
 
 
-def one_step_model(payload: dict):
+def one_step_model(saved: Checkpoint):
     """The ONNX model of one step: inputs `id` [batch] (int64) and `hidden` [layers, batch, hidden] (and `cell` for
     the LSTM), outputs `logits` [batch, vocab], `hidden_out` (and `cell_out`). The vocabulary is in its metadata."""
     onnx = require_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    config = from_dict(ModelConfig, payload["model_config"])
-    weights = {name: tensor.detach().float().numpy() for name, tensor in payload["model"].items()}
+    config = saved.model_config
+    weights = {name: tensor.detach().float().numpy() for name, tensor in saved.weights.items()}
     states = ["hidden", "cell"] if config.model == "lstm" else ["hidden"]
     constants = {"embedding": weights["embedding.weight"], "head_weight": weights["head.weight"],
                  "head_bias": weights["head.bias"], "axis_0": np.array([0], np.int64),
@@ -76,7 +76,7 @@ def one_step_model(payload: dict):
                               ir_version=IR_VERSION)
     helper.set_model_props(model, {"format": "charrnn-step", "format_version": GRAPH_FORMAT, "model": config.model,
                                    "layers": str(config.layers), "hidden": str(config.hidden),
-                                   "vocab": json.dumps(payload["vocab"])})  # JSON: ASCII, so any character survives
+                                   "vocab": json.dumps(saved.vocab)})  # JSON: ASCII, so any character survives
     onnx.checker.check_model(model)
     return model
 

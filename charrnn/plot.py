@@ -13,10 +13,11 @@ from charrnn.layout import METRICS
 
 
 
-def read_history(checkpoint_path: Path, payload: dict) -> list[dict]:
-    """The run's metrics.jsonl beside the checkpoint (the whole run), else the history the checkpoint holds."""
+def read_history(checkpoint_path: Path, saved) -> list[dict]:
+    """The run's metrics.jsonl beside the checkpoint (the whole run), else the history the checkpoint (`saved`, a
+    schema.Checkpoint) holds."""
     metrics = Path(checkpoint_path).parent / METRICS
-    history = payload.get("history") or []
+    history = saved.history
     if metrics.is_file() and not Path(checkpoint_path).is_dir():  # an exported folder holds its whole history itself
         try:
             rows = [json.loads(line) for line in metrics.read_text("utf-8").splitlines() if line.strip()]

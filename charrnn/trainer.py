@@ -16,28 +16,17 @@ from typing import Callable, Collection, Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from charrnn import budget, checkpoint, distributed, finetune, pacing, rundir, writes
-from charrnn.config import ModelConfig, TrainConfig, from_dict, to_dict
-from charrnn.data import evaluation_windows, load_corpus, training_windows
+from charrnn import budget, checkpoint, distributed, finetune, pacing, rundir, schema, writes
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, training_windows
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.layout import METRICS
 from charrnn.evaluate import total_loss
+from charrnn.schema import Checkpoint, ResumeState, RunProgress
 from charrnn.state import State, map_state
 from charrnn.model import CharRNN, training_bytes
 from charrnn.progress import Reporter, format_duration
-
-
-
-@dataclass
-class RunProgress:
-    """What changes as training goes; last.pt holds it so that a resumed run continues exactly."""
-
-    step: int = 0
-    position: int = 0  # index of the next training window
-    elapsed: float = 0.0  # seconds of training before this process started
-    best_val_loss: float = math.inf
-    history: list = field(default_factory=list)  # one dict per evaluation
 
 
 @contextlib.contextmanager
@@ -98,10 +87,16 @@ def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=fused or None)
 
 
-def open_run_directory(out_dir: Path, resume: bool, force: bool) -> Optional[dict]:
+def open_run_directory(out_dir: Path, resume: bool, force: bool) -> Optional[Checkpoint]:
     """Check (and create) the run directory; on --resume, the last.pt to continue from."""
     rundir.prepare(out_dir, resume, force)
-    return checkpoint.load_checkpoint(out_dir / checkpoint.LAST) if resume else None
+    if not resume:
+        return None
+    saved = checkpoint.load_checkpoint(out_dir / checkpoint.LAST)
+    if saved.resume is None:
+        raise CharRNNError(f"{out_dir / checkpoint.LAST} holds no resume state (a copy of a {checkpoint.BEST}?); "
+                           "continue a run from its own last.pt, or start it over with --force")
+    return saved
 
 
 def write_metrics(out_dir: Path, history: list) -> None:
@@ -191,17 +186,17 @@ RESUMABLE = ("steps", "time_budget", "schedule_steps", "lr", "weight_decay", "ev
 HARDWARE = ("device", "impl", "precision")  # this machine's: always the ones asked for now
 
 
-def resumed_settings(saved: dict, asked: TrainConfig, corpus_args: list[str],
+def resumed_settings(saved: Checkpoint, asked: TrainConfig, corpus_args: list[str],
                      given: Collection[str] = ()) -> tuple[ModelConfig, TrainConfig, list[str], list[str]]:
     """What a resumed run trains with: its own shape, settings and corpus, with the RESUMABLE settings that are
     `given` (field names) or asked for other than their default, and the hardware asked for; and the given
     settings it leaves aside, sorted."""
-    stored, default = from_dict(TrainConfig, saved["train_config"]), TrainConfig()
+    default = TrainConfig()
     changes = {name: getattr(asked, name) for name in (*RESUMABLE, *HARDWARE)
                if name in given or name in HARDWARE or getattr(asked, name) != getattr(default, name)}
     ignored = sorted(set(given) - set(RESUMABLE) - set(HARDWARE))
-    model_config = from_dict(ModelConfig, saved["model_config"])
-    return model_config, replace(stored, **changes), corpus_args or saved["corpus_args"], ignored
+    model_config, train_config = replace(saved.model_config), replace(saved.train_config, **changes)
+    return model_config, train_config, corpus_args or saved.corpus_args or [], ignored
 
 
 def flag(name: str) -> str:
@@ -209,124 +204,196 @@ def flag(name: str) -> str:
     return "--time" if name == "time_budget" else "--" + name.replace("_", "-")
 
 
-def text_change(saved: dict, chars: str, length: int, digest: str) -> Optional[str]:
+def text_change(saved: Checkpoint, chars: str, length: int, digest: str) -> Optional[str]:
     """How the corpus read now differs from the text the run began on (last.pt holds its vocabulary, length
     and digest), or None. A last.pt from before the digest was kept can only be checked for its vocabulary."""
-    if chars != saved["vocab"]:
+    if chars != saved.vocab:
         return "holds other characters than when the run began"
-    if saved.get("corpus_digest", digest) == digest:
+    resume = saved.resume
+    if resume is None or resume.corpus_digest in (None, digest) or resume.corpus_chars is None:
         return None
-    before = saved["corpus_chars"]
+    before = resume.corpus_chars
     if length != before:
         longer = "longer" if length > before else "shorter"
         return f"is {abs(length - before):,} characters {longer} than when the run began"
     return "has the same length as when the run began, but other content"
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run decided before its first step (`plan_run`): the settings it trains with, its text cut into
+    windows, what it continues or starts from, and the lines to say. `Trainer(plan)` builds and runs it."""
+
+    out_dir: Path
+    model_config: ModelConfig  # sized by the budget, with the corpus's vocabulary
+    train_config: TrainConfig  # with its budget and cadence
+    corpus: Corpus
+    windows: Windows  # this rank's training streams
+    val_windows: Optional[Windows]
+    corpus_args: list[str] = field(default_factory=list)  # as checkpoints store them: paths made absolute
+    encoding: str = "utf-8"
+    errors: str = "strict"
+    text_digest: str = ""  # what --resume checks the corpus against (text_change)
+    group: distributed.Group = field(default_factory=distributed.Group)  # this process's place in a torchrun job
+    precision: str = "fp32"
+    saved: Optional[Checkpoint] = None  # last.pt, on --resume
+    init: Optional[Checkpoint] = None  # the --init-from checkpoint a new fine-tuned run starts from
+    init_from: Optional[dict] = None  # what a fine-tuned run remembers of its start (finetune.init_record)
+    notes: tuple[str, ...] = ()  # lines to log
+    warnings: tuple[str, ...] = ()  # lines to warn on rank 0
+    started: float = field(default_factory=time.monotonic)  # when the command began: its set-up spends --time too
+
+
+def plan_run(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
+             resume: bool = False, force: bool = False, encoding: str = "utf-8", errors: str = "strict",
+             init: Optional[Checkpoint] = None, init_from: Optional[dict] = None, sized: Sequence[str] = (),
+             given: Collection[str] = (), started: Optional[float] = None, log=None) -> RunPlan:
+    """Decide a run: lock its directory and, on --resume, take last.pt's settings; give it a budget; read and check
+    its text and cut it into windows; size the network (charrnn.budget). `log` hears the corpus being read."""
+    started = time.monotonic() if started is None else started
+    group = distributed.start(train_config.device)  # under torchrun, one process per rank
+    saved = opened_run(group, Path(out_dir), resume, force)
+    warnings = []
+    if saved is not None:
+        model_config, train_config, corpus_args, ignored = resumed_settings(saved, train_config, corpus_args, given)
+        init, init_from = None, saved.init_from
+        if ignored:
+            warnings.append(f"--resume goes on with the run's own {', '.join(map(flag, ignored))}, which made its "
+                            f"weights and its place in the data: ignored; only {', '.join(map(flag, RESUMABLE))} and "
+                            "the hardware may change")
+    train_config, budget_defaulted = budget.with_default_budget(train_config)
+    model_config.validate()
+    train_config.validate()
+    # A fine-tuned run (--init-from) grows the starting checkpoint's vocabulary; on resume, last.pt says which.
+    base_chars = None if init_from is None else init.vocab if init else saved.vocab[: init_from["vocab_size"]]
+    corpus = read_corpus(group, corpus_args, encoding, errors, base_chars, log if group.is_main else None)
+    digest = checked_text(group, saved, corpus)
+    if saved is not None and saved.resume.corpus_digest is None:
+        warnings.append(f"{Path(out_dir) / checkpoint.LAST} comes from a charrnn that kept no digest of its text, so "
+                        "a change to the corpus since the run began cannot be seen; going on")
+    # Said once the corpus has loaded, so that bad input gets its one error line alone.
+    notes = [f"no --steps or --time given: training for {format_duration(train_config.time_budget)}"] \
+        if budget_defaulted else []
+    windows, val_windows = cut_windows(group, corpus, train_config)
+    plan = RunPlan(Path(out_dir), replace(model_config, vocab_size=len(corpus.vocab)), train_config, corpus, windows,
+                   val_windows, [a if a == "-" else str(Path(a).resolve()) for a in corpus_args], encoding, errors,
+                   digest, group, resolve_precision(train_config.precision, group.device), saved, init, init_from,
+                   tuple(notes), tuple(warnings), started)
+    return sized_plan(plan, sized)
+
+
+def opened_run(group: distributed.Group, out_dir: Path, resume: bool, force: bool) -> Optional[Checkpoint]:
+    """`open_run_directory` on rank 0 alone, its last.pt handed to every rank (as plain data: see from_main)."""
+    def opened() -> Optional[dict]:
+        saved = open_run_directory(out_dir, resume, force)
+        return None if saved is None else schema.encode(saved)
+
+    payload = group.from_main(opened)
+    return None if payload is None else schema.from_payload(payload)
+
+
+def read_corpus(group: distributed.Group, corpus_args: list[str], encoding: str, errors: str,
+                base_chars: Optional[str], log) -> Corpus:
+    """The run's text, read on every rank (under torchrun a bad corpus is one error line, not one per rank);
+    a fine-tuned run's with the `base_chars` of the checkpoint it started from first."""
+    if base_chars is not None:
+        read = partial(finetune.load_extended_corpus, corpus_args, base_chars, encoding, errors)
+    else:
+        read = partial(load_corpus, corpus_args, encoding, errors, log=log)
+    return group.on_every_rank(read)
+
+
+def checked_text(group: distributed.Group, saved: Optional[Checkpoint], corpus: Corpus) -> str:
+    """The corpus's digest, once every rank read the same text and, on --resume, the text the run began on."""
+    digest = distributed.corpus_digest(corpus.ids, corpus.vocab.chars).hex()
+    group.check_same(lambda: bytes.fromhex(digest),
+                     "the processes read different corpora; every machine needs the same corpus files")
+    change = text_change(saved, corpus.vocab.chars, len(corpus.ids), digest) if saved is not None else None
+    if change:  # the same verdict on every rank
+        group.stop_all(f"the corpus ({corpus.name}) {change}: --resume goes on only with the text a run began on; "
+                       "train on this text in another --out, or start this run over with --force")
+    return digest
+
+
+def cut_windows(group: distributed.Group, corpus: Corpus, config: TrainConfig) -> tuple[Windows, Optional[Windows]]:
+    """This rank's training windows (the global batch is batch_size streams per process), and the validation
+    split's windows (None when it is too short to score)."""
+    train_ids, val_ids = corpus.split(config.val_fraction)
+    windows = group.on_every_rank(partial(training_windows, train_ids, config.batch_size * group.world_size,
+                                          config.seq_len))  # too short a corpus: one line for the job
+    return group.shard(windows), evaluation_windows(val_ids, config.seq_len) if len(val_ids) >= 2 else None
+
+
+def sized_plan(plan: RunPlan, sized: Sequence[str]) -> RunPlan:
+    """The plan with what the budget decides (charrnn.budget): the `sized` fields of the network and the cadence."""
+    config = plan.train_config
+    chars_per_step = config.batch_size * config.seq_len * plan.group.world_size
+    decided = budget.plan(config, tuple(sized), partial(timed_steps, plan), chars_per_step)
+    return replace(plan, model_config=replace(plan.model_config, **decided.shape),
+                   train_config=replace(config, eval_every=decided.eval_every),
+                   notes=plan.notes + ((decided.note,) if decided.note else ()))
+
+
+def timed_steps(plan: RunPlan, shape: dict, enough: float) -> tuple[float, float]:
+    """Seconds per step of a throwaway network of the plan's with the fields in `shape` changed, and what timing it
+    cost, as the slowest rank saw them, so that every rank decides alike. Timed without DDP: ranks may time
+    different numbers of steps."""
+    started = time.perf_counter()
+    step = throwaway_step(replace(plan.model_config, **shape), plan.train_config, plan.windows[0],
+                          plan.group.device, plan.precision)
+    step_s = budget.seconds_per_step(step, enough)
+    return plan.group.max(step_s), plan.group.max(time.perf_counter() - started)
+
+
 class Trainer:
-    """One run: owns the model, optimizer, data windows and run directory."""
+    """One planned run: builds its network and optimizer, restores or fine-tunes them, and trains to the budget."""
 
-    def __init__(self, corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig,
-                 out_dir: Path, resume: bool = False, force: bool = False, reporter: Optional[Reporter] = None,
-                 encoding: str = "utf-8", errors: str = "strict", init: Optional[dict] = None,
-                 sized: Sequence[str] = (), given: Collection[str] = (), started: Optional[float] = None):
-        # `started`: when the command began (time.monotonic()); its set-up spends the --time budget too.
-        self.started = time.monotonic() if started is None else started
-        self.reporter = reporter or Reporter(quiet=True)
-        self.out_dir = Path(out_dir)
-        # Under torchrun, one process per rank; only rank 0 speaks and touches the run directory.
-        self.group = distributed.start(train_config.device)
-        if not self.group.is_main:
-            self.reporter = Reporter(quiet=True)
-        saved = self.group.from_main(lambda: open_run_directory(self.out_dir, resume, force))
-        if saved is not None:
-            model_config, train_config, corpus_args, ignored = resumed_settings(saved, train_config, corpus_args, given)
-            if ignored and self.group.is_main:
-                self.reporter.warn(f"--resume goes on with the run's own {', '.join(map(flag, ignored))}, which "
-                                   "made its weights and its place in the data: ignored; only "
-                                   f"{', '.join(map(flag, RESUMABLE))} and the hardware may change")
-        train_config, budget_defaulted = budget.with_default_budget(train_config)
-        model_config.validate()
-        train_config.validate()
-        self.train_config = train_config
-        self.device = self.group.device
-        self.precision = resolve_precision(train_config.precision, self.device)
-
-        # A fine-tuned run (--init-from) grows the starting checkpoint's vocabulary; on resume, last.pt says which.
-        self.init_from = saved.get("init_from") if saved is not None else (finetune.init_record(init) if init else None)
-        if self.init_from is not None:
-            base_chars = init["vocab"] if saved is None else saved["vocab"][: self.init_from["vocab_size"]]
-            read = partial(finetune.load_extended_corpus, corpus_args, base_chars, encoding, errors)
-        else:
-            read = partial(load_corpus, corpus_args, encoding, errors, log=self.reporter.log)
-        self.corpus = self.group.on_every_rank(read)  # under torchrun, a bad corpus is one error line, not one per rank
-        self.encoding, self.errors = encoding, errors
-        self.text_digest = distributed.corpus_digest(self.corpus.ids, self.corpus.vocab.chars).hex()
-        self.group.check_same(lambda: bytes.fromhex(self.text_digest),
-                              "the processes read different corpora; every machine needs the same corpus files")
-        change = text_change(saved, self.corpus.vocab.chars, len(self.corpus.ids), self.text_digest) if saved else None
-        if change:  # the same verdict on every rank
-            self.group.stop_all(f"the corpus ({self.corpus.name}) {change}: --resume goes on only with the text "
-                                "a run began on; train on this text in another --out, or start this run over with "
-                                "--force")
-        if saved is not None and "corpus_digest" not in saved and self.group.is_main:
-            self.reporter.warn(f"{self.out_dir / checkpoint.LAST} comes from a charrnn that kept no digest of its "
-                               "text, so a change to the corpus since the run began cannot be seen; going on")
-        if budget_defaulted:  # said once the corpus has loaded, so that bad input gets its one error line alone
-            self.reporter.log(f"no --steps or --time given: training for {format_duration(train_config.time_budget)}")
-        self.corpus_args = [a if a == "-" else str(Path(a).resolve()) for a in corpus_args]
-        self.model_config = replace(model_config, vocab_size=len(self.corpus.vocab))
-        train_ids, val_ids = self.corpus.split(train_config.val_fraction)
-        # The global batch is batch_size streams per process; each process trains on its own share of them.
-        windows = self.group.on_every_rank(partial(training_windows, train_ids, train_config.batch_size * self.group.world_size,
-                                                   train_config.seq_len))  # too short a corpus: one line for the job
-        self.windows = self.group.shard(windows)
-        self.val_windows = evaluation_windows(val_ids, train_config.seq_len) if len(val_ids) >= 2 else None
-        self.model_config, self.train_config = self.planned(sized)
-
+    def __init__(self, plan: RunPlan, reporter: Optional[Reporter] = None):
+        self.plan, self.group, self.out_dir, self.started = plan, plan.group, plan.out_dir, plan.started
+        self.model_config, self.train_config, self.corpus = plan.model_config, plan.train_config, plan.corpus
+        self.windows, self.val_windows = plan.windows, plan.val_windows
+        self.device, self.precision = plan.group.device, plan.precision
+        # Under torchrun only rank 0 speaks and touches the run directory.
+        self.reporter = reporter if reporter is not None and self.group.is_main else Reporter(quiet=True)
+        for line in plan.warnings if self.group.is_main else ():
+            self.reporter.warn(line)
+        for line in plan.notes:
+            self.reporter.log(line)
+        config = self.train_config
         require_memory(self.model_config, self.device)
-        torch.manual_seed(train_config.seed)
-        self.model = CharRNN(self.model_config, impl=train_config.impl).to(self.device)
-        self.optimizer = make_optimizer(self.model, train_config)
+        torch.manual_seed(config.seed)
+        self.model = CharRNN(self.model_config, impl=config.impl).to(self.device)
+        self.optimizer = make_optimizer(self.model, config)
         if self.group.active:
-            torch.manual_seed((train_config.seed + self.group.rank) % 2**64)  # same weights everywhere, own dropout masks
+            torch.manual_seed((config.seed + self.group.rank) % 2**64)  # same weights everywhere, own dropout masks
         self.progress = RunProgress()
-        self.state = self.model.initial_state(train_config.batch_size, self.device)
-        if saved is not None:
-            self.model.load_state_dict(saved["model"])
-            self.optimizer.load_state_dict(saved["optimizer"])
-            self.optimizer.param_groups[0]["weight_decay"] = train_config.weight_decay  # the matrices' (make_optimizer)
-            self.progress = RunProgress(**saved["progress"])
-            hidden, rng = self.group.resumed_share(saved)
-            self.state = map_state(lambda part: part.to(self.device), hidden)
-            restore_rng_states(rng, self.device)
-        elif init is not None:
-            finetune.start_from(self.model, init, train_ids, self.device)
-            self.reporter.log(finetune.starting_line(self.init_from, len(self.corpus.vocab), train_config.lr,
-                                                     self.model_config.dropout))
+        self.state = self.model.initial_state(config.batch_size, self.device)
+        if plan.saved is not None:
+            self.restore(plan.saved)
+        elif plan.init is not None:
+            self.fine_tune(plan.init)
         if self.group.is_main:
             write_metrics(self.out_dir, self.progress.history)
-        self.backend = backend_name(self.device, train_config.impl)
+        self.backend = backend_name(self.device, config.impl)
         self.network = self.group.wrap(self.model)  # DDP under torchrun: gradients averaged over the ranks
 
-    def planned(self, sized: Sequence[str]) -> tuple[ModelConfig, TrainConfig]:
-        """What the budget decides (charrnn.budget): the `sized` fields of the network and the evaluation cadence."""
-        config = self.train_config
-        chars_per_step = config.batch_size * config.seq_len * self.group.world_size
-        plan = budget.plan(config, tuple(sized), self.timed_steps, chars_per_step)
-        if plan.note:
-            self.reporter.log(plan.note)
-        return replace(self.model_config, **plan.shape), replace(config, eval_every=plan.eval_every)
+    def restore(self, saved: Checkpoint) -> None:
+        """Continue where last.pt stopped: weights, optimizer, progress, this rank's carried state and RNG."""
+        resume = saved.resume
+        self.model.load_state_dict(saved.weights)
+        self.optimizer.load_state_dict(resume.optimizer)
+        self.optimizer.param_groups[0]["weight_decay"] = self.train_config.weight_decay  # matrices' (make_optimizer)
+        self.progress = replace(resume.progress, history=list(resume.progress.history))
+        hidden, rng = self.group.resumed_share(resume.hidden_state, resume.rank_rng)
+        self.state = map_state(lambda part: part.to(self.device), hidden)
+        restore_rng_states(rng, self.device)
 
-    def timed_steps(self, shape: dict, enough: float) -> tuple[float, float]:
-        """Seconds per step of a throwaway network of this run's with the fields in `shape` changed, and what timing
-        it cost, as the slowest rank saw them, so that every rank decides alike. Timed without DDP: ranks may time
-        different numbers of steps."""
-        started = time.perf_counter()
-        step = throwaway_step(replace(self.model_config, **shape), self.train_config, self.windows[0],
-                              self.device, self.precision)
-        step_s = budget.seconds_per_step(step, enough)
-        return self.group.max(step_s), self.group.max(time.perf_counter() - started)
+    def fine_tune(self, init: Checkpoint) -> None:
+        """Start from the --init-from checkpoint's weights, grown for the corpus's new characters."""
+        train_ids, _ = self.corpus.split(self.train_config.val_fraction)
+        finetune.start_from(self.model, init, train_ids, self.device)
+        self.reporter.log(finetune.starting_line(self.plan.init_from, len(self.corpus.vocab), self.train_config.lr,
+                                                 self.model_config.dropout))
 
     def describe(self) -> str:
         m, c = self.model_config, self.corpus
@@ -334,41 +401,24 @@ class Trainer:
                 f"{c.name} ({len(c.ids):,} chars, vocab {len(c.vocab)}) | {self.device.type} ({self.backend}, {self.precision}) | "
                 f"run directory {self.out_dir}" + (f" | {self.group.world_size} processes" if self.group.active else ""))
 
-    def payload(self, val_loss: Optional[float]) -> dict:
+    def snapshot(self, val_loss: Optional[float]) -> Checkpoint:
         """What best.pt holds: everything sampling and evaluation need, and nothing else."""
-        return {
-            "model_config": to_dict(self.model_config),
-            "train_config": to_dict(self.train_config),
-            "vocab": self.corpus.vocab.chars,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "corpus": self.corpus.name,
-            "corpus_args": self.corpus_args,
-            "encoding": self.encoding,
-            "errors": self.errors,
-            "step": self.progress.step,
-            "val_loss": val_loss,
-            "elapsed": self.progress.elapsed,
-            "device": self.device.type,
-            "backend": self.backend,
-            "precision": self.precision,
-            "history": list(self.progress.history),
-            "init_from": self.init_from,
-        }
+        plan = self.plan
+        return Checkpoint(self.model_config, self.train_config, self.corpus.vocab.chars,
+                          {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, corpus=self.corpus.name,
+                          corpus_args=plan.corpus_args, encoding=plan.encoding, errors=plan.errors,
+                          step=self.progress.step, val_loss=val_loss, elapsed=self.progress.elapsed,
+                          device=self.device.type, backend=self.backend, precision=self.precision,
+                          history=list(self.progress.history), init_from=plan.init_from)
 
     def save_last(self, val_loss: Optional[float]) -> None:
         """last.pt adds what an exact resume needs: optimizer, data position, carried state, RNG."""
         shared = self.group.resume_state(map_state(torch.Tensor.cpu, self.state), rng_states(self.device))
         if shared is None:  # not rank 0: nothing to write
             return
-        payload = self.payload(val_loss)
-        payload.update({
-            "optimizer": self.optimizer.state_dict(),
-            "progress": vars(self.progress),
-            "corpus_digest": self.text_digest,  # what --resume checks the corpus against (text_change)
-            "corpus_chars": len(self.corpus.ids),
-            **shared,
-        })
-        checkpoint.save_checkpoint(payload, self.out_dir / checkpoint.LAST)
+        resume = ResumeState(self.optimizer.state_dict(), self.progress, *shared, corpus_digest=self.plan.text_digest,
+                             corpus_chars=len(self.corpus.ids))
+        checkpoint.save_checkpoint(replace(self.snapshot(val_loss), resume=resume), self.out_dir / checkpoint.LAST)
 
     def evaluate(self, pacer: pacing.Pacer) -> Optional[float]:
         """The validation loss, over as many characters as the pacer's time allows (at most eval_chars)."""
@@ -376,10 +426,11 @@ class Trainer:
             return None
         per_window = self.val_windows.batch_size * self.val_windows.seq_len
         share = self.group.shard(self.val_windows)  # each rank scores its own streams; the sums are the whole
-        windows = max(1, pacer.eval_chars() // per_window)
+        windows = max(1, -(-pacer.eval_chars() // per_window))  # rounded up: a padded last window scores fewer
         nats, count = total_loss(self.model, share, self.device, max_windows=windows) if share.batch_size else (0.0, 0)
         nats, count = self.group.sum(nats, count)
         pacer.validated(int(count))
+        self.progress.val_chars = pacer.pass_chars  # last.pt keeps it: a resumed run's passes score as many
         return nats / count
 
     def record(self, train_loss: float, val_loss: Optional[float], chars_per_s: float, lr: float) -> None:
@@ -402,7 +453,7 @@ class Trainer:
         if criterion < self.progress.best_val_loss:
             self.progress.best_val_loss = criterion
             if self.group.is_main:
-                checkpoint.save_checkpoint(self.payload(val_loss), self.out_dir / checkpoint.BEST)
+                checkpoint.save_checkpoint(self.snapshot(val_loss), self.out_dir / checkpoint.BEST)
         self.save_last(val_loss)
 
     def run(self) -> dict:
@@ -481,11 +532,19 @@ class Trainer:
         val_chars = len(val) * val.batch_size * val.seq_len if val is not None else 0
         return pacing.Pacer(lambda: self.group.max(time.monotonic() - self.started), seconds, config.steps,
                             progress.step, config.eval_every, chars_per_step, min(config.eval_chars, val_chars),
-                            progress.elapsed)
+                            progress.elapsed, progress.val_chars)
 
 
-def run_training(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options) -> dict:
-    """Train a run to the end of its budget; see Trainer for the options."""
+def prepare(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
+            reporter: Optional[Reporter] = None, **options) -> Trainer:
+    """A run planned (see plan_run for the options) and built, ready to run."""
+    reporter = reporter or Reporter(quiet=True)
+    return Trainer(plan_run(corpus_args, model_config, train_config, out_dir, log=reporter.log, **options), reporter)
+
+
+def run_training(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
+                 **options) -> dict:
+    """Train a run to the end of its budget; see plan_run for the options."""
     with rundir.removed_if_unused(Path(out_dir)), interrupted_before_training():
-        trainer = Trainer(corpus_args, model_config, train_config, out_dir, **options)
+        trainer = prepare(corpus_args, model_config, train_config, out_dir, **options)
     return trainer.run()

@@ -5,7 +5,7 @@ import pytest
 from charrnn import budget
 from charrnn.budget import STEP_CHARS, TIERS
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.trainer import Trainer
+from charrnn.trainer import prepare
 
 # Seconds per timed step of the defaults (32 windows of 64) on the CPU the tiers were measured on; the sizes
 # it never ran get what their arithmetic predicts from 640's.
@@ -119,7 +119,7 @@ def test_plan_says_what_it_chose_and_why():
 
 def test_the_trainer_sizes_a_time_budget_from_steps_it_times(corpus_file, tmp_path, monkeypatch):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
-    trainer = Trainer([str(corpus_file)], ModelConfig(embed=8), TrainConfig(time_budget=60, seq_len=16, batch_size=2),
+    trainer = prepare([str(corpus_file)], ModelConfig(embed=8), TrainConfig(time_budget=60, seq_len=16, batch_size=2),
                       tmp_path / "run", sized=("hidden", "dropout"))
     # 32 characters a step read far fewer than the 2.9M that 384 needs: the smallest size, as on the CPU.
     assert (trainer.model_config.hidden, trainer.model_config.dropout, trainer.model.rnn.hidden_size) == (256, 0.0, 256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from charrnn import checkpoint, hf
 from charrnn.card import code_span, model_card
 from charrnn.export import export
+from charrnn.schema import Checkpoint
 
 markdown = pytest.importorskip("markdown")  # Python-Markdown, which mkdocs brings: it passes raw HTML through
 
@@ -17,7 +19,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
-def payload(tiny_run) -> dict:
+def payload(tiny_run) -> Checkpoint:
     return checkpoint.load_checkpoint(tiny_run / checkpoint.BEST)
 
 
@@ -35,7 +37,7 @@ def header(card: str) -> dict:
 
 @pytest.mark.parametrize("field", ["folder", "corpus"])
 def test_html_in_a_name_stays_text(payload, field):
-    named = {**payload, "corpus": HOSTILE} if field == "corpus" else payload
+    named = replace(payload, corpus=HOSTILE) if field == "corpus" else payload
     card = model_card(named, HOSTILE if field == "folder" else "tiny")
     html = rendered(card)
     assert "<img" not in html and "onerror=alert(1)&gt;" in html
@@ -57,17 +59,17 @@ def test_a_code_span_holds_any_run_of_backticks():
 
 def test_a_named_corpus_gives_its_license_dataset_and_language(payload, tmp_path):
     # charrnn train tinyshakespeare records the name, resolved in the folder it ran in, where no such file is
-    trained = {**payload, "corpus": "tinyshakespeare", "corpus_args": [str(tmp_path / "tinyshakespeare")]}
+    trained = replace(payload, corpus="tinyshakespeare", corpus_args=[str(tmp_path / "tinyshakespeare")])
     card = model_card(trained, "shakespeare")
     assert header(card)["license"] == "other" and header(card)["datasets"] == ["karpathy/tiny_shakespeare"]
     assert header(card)["language"] == ["en"] and "Its license: public domain" in card
-    wikipedia = {**payload, "corpus": "enwik8", "corpus_args": [str(tmp_path / "enwik8")]}
+    wikipedia = replace(payload, corpus="enwik8", corpus_args=[str(tmp_path / "enwik8")])
     assert header(model_card(wikipedia, "wiki"))["license"] == "cc-by-sa-3.0"
 
 
 def test_the_users_own_text_asks_its_owner_for_a_license(payload, tmp_path):
     (tmp_path / "tinyshakespeare").write_text("a file that shares a catalogue name is the user's own")
-    for own in [payload, {**payload, "corpus": "tinyshakespeare", "corpus_args": [str(tmp_path / "tinyshakespeare")]}]:
+    for own in [payload, replace(payload, corpus="tinyshakespeare", corpus_args=[str(tmp_path / "tinyshakespeare")])]:
         card = model_card(own, "mine")
         assert header(card)["license"] == "other" and "datasets" not in header(card) and "language" not in header(card)
         assert "Its license is not stated" in card and "--license SPDX-ID" in card

@@ -85,8 +85,9 @@ def test_built_in_corpus_trains_and_evaluates_its_own_validation_split(cli):
 def saved_config(cli, run: str) -> dict:
     """The model config a run's best.pt holds (read here: `info` is tested on its own)."""
     from charrnn.checkpoint import load_checkpoint
+    from charrnn.config import to_dict
 
-    return load_checkpoint(cli.cwd / run / "best.pt")["model_config"]
+    return to_dict(load_checkpoint(cli.cwd / run / "best.pt").model_config)
 
 
 def test_model_size_follows_a_time_budget(cli, corpus_file):

@@ -15,7 +15,7 @@ from charrnn.model import CharRNN, model_from_checkpoint
 from charrnn.progress import Reporter
 from charrnn.sample import generate
 from charrnn.state import is_pair
-from charrnn.trainer import Trainer
+from charrnn.trainer import prepare
 from charrnn.vocab import Vocab
 from conftest import CUDA_MARKS
 
@@ -36,14 +36,14 @@ def tiny_trainer(corpus_file, tmp_path, monkeypatch, reporter=None, **train):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
     settings = dict(seq_len=16, batch_size=4, steps=4, eval_every=2, val_fraction=0.1)
     settings.update(train)
-    return Trainer([str(corpus_file)], TINY, TrainConfig(**settings), tmp_path / "run", reporter=reporter)
+    return prepare([str(corpus_file)], TINY, TrainConfig(**settings), tmp_path / "run", reporter=reporter)
 
 
 def samples(payload: dict) -> str:
     """A checkpoint's seeded sample on the CPU, with fp32 weights."""
     model = model_from_checkpoint(payload, device=torch.device("cpu"))
     settings = SamplingSettings(length=40, seed=1, precision="fp32")
-    return "".join(c for (c,) in generate(model, Vocab(payload["vocab"]), "All:", settings))
+    return "".join(c for (c,) in generate(model, Vocab(payload.vocab), "All:", settings))
 
 
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch):
@@ -90,7 +90,7 @@ def test_logits_stay_fp32_under_bf16_autocast():
 def test_bf16_training_carries_an_fp32_state_across_windows(kind, corpus_file, tmp_path, monkeypatch):
     # No bf16 oneDNN RNN on most CPUs, so the autocast path runs here on the written-out cells.
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
-    trainer = Trainer([str(corpus_file)], ModelConfig(model=kind, layers=2, hidden=16, embed=8),
+    trainer = prepare([str(corpus_file)], ModelConfig(model=kind, layers=2, hidden=16, embed=8),
                       TrainConfig(seq_len=16, batch_size=4, steps=4, impl="cells"), tmp_path / "run")
     trainer.precision = "bf16"
     for _ in range(3):
@@ -106,9 +106,9 @@ def test_checkpoint_records_device_backend_and_precision(corpus_file, tmp_path, 
     trainer = tiny_trainer(corpus_file, tmp_path, monkeypatch, reporter=Reporter(stream=said), device="cpu")
     trainer.run()
     payload = checkpoint.load_checkpoint(tmp_path / "run" / "best.pt")
-    assert (payload["device"], payload["precision"]) == ("cpu", "fp32")
-    assert payload["backend"] == backend_name(torch.device("cpu"), "fused")
-    assert f"| cpu ({payload['backend']}, fp32) |" in said.getvalue()  # and the run's first line says so
+    assert (payload.device, payload.precision) == ("cpu", "fp32")
+    assert payload.backend == backend_name(torch.device("cpu"), "fused")
+    assert f"| cpu ({payload.backend}, fp32) |" in said.getvalue()  # and the run's first line says so
 
 
 def test_checkpoint_saved_from_a_gpu_loads_and_samples_on_cpu(corpus_file, tmp_path, monkeypatch):
@@ -123,7 +123,7 @@ def test_checkpoint_saved_from_a_gpu_loads_and_samples_on_cpu(corpus_file, tmp_p
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(tmp_path / "gpu.pt", weights_only=True)
     loaded = checkpoint.load_checkpoint(tmp_path / "gpu.pt")
-    assert all(t.device.type == "cpu" for t in loaded["model"].values())
+    assert all(t.device.type == "cpu" for t in loaded.weights.values())
     assert samples(loaded) == samples(payload)  # the very network it was, not just some text
 
 
@@ -133,6 +133,6 @@ def test_cuda_training_uses_cudnn_in_bf16_and_samples_on_cpu(corpus_file, tmp_pa
     assert (trainer.backend, trainer.precision) == ("cudnn", "bf16")
     trainer.run()
     payload = checkpoint.load_checkpoint(tmp_path / "run" / "best.pt")
-    assert (payload["device"], payload["precision"]) == ("cuda", "bf16")
-    assert all(t.device.type == "cpu" for t in payload["model"].values())
+    assert (payload.device, payload.precision) == ("cuda", "bf16")
+    assert all(t.device.type == "cpu" for t in payload.weights.values())
     assert len(samples(payload)) == 40

@@ -52,7 +52,7 @@ def signal_at_step(process: subprocess.Popen, step: int, number: int) -> tuple[i
 
 
 def weights(path: Path) -> dict:
-    return checkpoint.load_checkpoint(path)["model"]
+    return checkpoint.load_checkpoint(path).weights
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -71,15 +71,15 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_f
     code, said = signal_at_step(start(cli, "train", corpus_file, "-o", "parts", "--steps", total, *EXACT, *LOGGED),
                                 moments[0], signal.SIGTERM)
     assert code == 130, said
-    stopped = checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"]
+    stopped = checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt").step
     assert moments[0] <= stopped < total and f"interrupted at step {stopped}" in said and "--resume" in said
 
     code, said = signal_at_step(start(cli, "train", "--resume", "-o", "parts"), stopped + moments[1], signal.SIGINT)
     assert code == 130, said
-    assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"] > stopped
+    assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt").step > stopped
 
     cli("train", "--resume", "-o", "parts", "-q")  # --steps defaults to the run's own total
-    assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt")["step"] == total
+    assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt").step == total
     assert_same_weights(cli.cwd / "whole" / "last.pt", cli.cwd / "parts" / "last.pt")
 
     # Extending a finished run: with --schedule-steps fixed at the final total, 60 then 120 is 120.
@@ -107,10 +107,10 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file):
         process.wait(timeout=60)
         for name in (checkpoint.BEST, checkpoint.LAST):
             loaded = checkpoint.load_checkpoint(run / name)  # weights_only, CRC-checked
-            assert all(torch.isfinite(t).all() for t in loaded["model"].values())
-    reached = checkpoint.load_checkpoint(run / checkpoint.LAST)["step"]
+            assert all(torch.isfinite(t).all() for t in loaded.weights.values())
+    reached = checkpoint.load_checkpoint(run / checkpoint.LAST).step
     cli("train", "--resume", "-o", run, "--steps", reached + 3, "-q")
-    assert checkpoint.load_checkpoint(run / checkpoint.LAST)["step"] == reached + 3
+    assert checkpoint.load_checkpoint(run / checkpoint.LAST).step == reached + 3
     # Steps a kill cut off after their metrics line are trained again, and logged once.
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, reached + 4))
@@ -192,6 +192,7 @@ def test_read_only_run_directory_is_reported_and_left_intact(cli, tiny_run):
 POISON_AT_STEP = """
 import sys, torch
 from charrnn import cli, trainer
+from charrnn.__main__ import run
 
 real_step = trainer.Trainer.train_step
 
@@ -203,7 +204,7 @@ def poisoned(self, lr):  # as if the weights had blown up: the next loss is NaN
 
 trainer.Trainer.train_step = poisoned
 sys.argv = ["charrnn", *sys.argv[1:]]
-cli.main()
+run(cli.app)
 """
 
 
@@ -216,8 +217,8 @@ def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(cli, corpus_file)
     assert "loss became nan at step 13" in result.stderr and "--lr" in result.stderr
     for name, steps in ((checkpoint.BEST, (5, 10)), (checkpoint.LAST, (10,))):
         saved = checkpoint.load_checkpoint(cli.cwd / "nan" / name)
-        assert saved["step"] in steps  # written at an evaluation before the NaN, and untouched since
-        assert all(torch.isfinite(t).all() for t in saved["model"].values())
+        assert saved.step in steps  # written at an evaluation before the NaN, and untouched since
+        assert all(torch.isfinite(t).all() for t in saved.weights.values())
 
 
 class Boobytrap:

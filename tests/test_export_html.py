@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from charrnn import checkpoint
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig
 from charrnn.export_html import render_html, script_safe, write_html
 from charrnn.model import CharRNN, model_from_checkpoint
+from charrnn.schema import Checkpoint
 from charrnn.sample import generate
 from charrnn.viz import trace_text
 from charrnn.vocab import Vocab
@@ -67,8 +67,7 @@ def random_payload(folder, kind: str, layers: int) -> dict:
         torch.manual_seed(5)
         weights = CharRNN(config).state_dict()
     path = folder / f"{kind}.pt"
-    checkpoint.save_checkpoint({"model": weights, "model_config": asdict(config),
-                                "train_config": asdict(TrainConfig()), "vocab": vocab}, path)
+    checkpoint.save_checkpoint(Checkpoint(config, TrainConfig(), vocab, weights), path)
     return checkpoint.load_checkpoint(path)
 
 
@@ -77,7 +76,7 @@ def test_every_cell_and_a_stack_of_layers_step_as_torch(browser, tmp_path, kind)
     payload = random_payload(tmp_path, kind, layers=2)
     write_html(payload, tmp_path / "model.html")
     browser.open(tmp_path / "model.html")
-    model, vocab = model_from_checkpoint(payload), Vocab(payload["vocab"])
+    model, vocab = model_from_checkpoint(payload), Vocab(payload.vocab)
     greedy = "".join(char for (char,) in generate(model, vocab, prime="All:",
                                                      settings=SamplingSettings(length=100, temperature=0, precision="fp32")))
     assert browser.generate("All:", 0, 100)["text"] == "All:" + greedy

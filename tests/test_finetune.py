@@ -3,6 +3,7 @@
 import io
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import FineTuneDefaults, ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
+from charrnn.schema import Checkpoint
 from charrnn.trainer import run_training as train
 from charrnn.vocab import Vocab, code_points
 from conftest import ENGLISH
@@ -56,15 +58,14 @@ def test_calibration_starts_new_characters_at_their_frequency():
 
 
 def test_shape_flags_must_agree_with_the_checkpoint():
-    init = {"model_config": {"vocab_size": 5, "model": "gru", "layers": 2, "hidden": 16, "embed": 8, "dropout": 0.0}}
+    init = Checkpoint(ModelConfig(vocab_size=5, model="gru", layers=2, hidden=16, embed=8), TrainConfig(), "abcde", {})
     config = finetune.model_config(init, {"layers": 2, "dropout": 0.1})
     assert (config.model, config.layers, config.hidden, config.embed, config.dropout) == ("gru", 2, 16, 8, 0.1)
     with pytest.raises(CharRNNError, match="--hidden 32 conflicts"):
         finetune.model_config(init, {"hidden": 32})
     # Unless set: dropout at least the fine-tuning default (a base with more keeps its own), and its lr.
     assert finetune.model_config(init, {}).dropout == FineTuneDefaults.min_dropout
-    init["model_config"]["dropout"] = 0.5
-    assert finetune.model_config(init, {}).dropout == 0.5
+    assert finetune.model_config(replace(init, model_config=replace(init.model_config, dropout=0.5)), {}).dropout == 0.5
     assert finetune.train_options({"steps": 3}) == {"lr": FineTuneDefaults.lr, "steps": 3}
     assert finetune.train_options({"lr": 0.05})["lr"] == 0.05
 
@@ -99,7 +100,7 @@ def test_fine_tuning_adds_hangul_beats_a_fresh_start_and_keeps_the_old_text(cli,
     # Resume reads the new run's last.pt, with its grown vocabulary, not the init checkpoint.
     cli("train", "b.txt", "--init-from", tiny_run, "-o", "tuned", "--resume", "--steps", "30", "-q")
     resumed = load_checkpoint(tmp_path / "tuned" / "last.pt")
-    assert resumed["step"] == 30 and resumed["init_from"] == info["init_from"]
+    assert resumed.step == 30 and resumed.init_from == info["init_from"]
 
 
 def test_conflicting_shape_flag_and_missing_checkpoint_are_clear_errors(cli, corpus_file, tiny_run):
@@ -113,8 +114,8 @@ def test_fine_tuning_announces_and_keeps_its_defaults(cli, corpus_file, tiny_run
     said = cli("train", corpus_file, "--init-from", tiny_run, "--steps", "2", "-o", "defaults").stderr
     assert f"--lr {FineTuneDefaults.lr:g} --dropout {FineTuneDefaults.min_dropout:g} (set them to choose)" in said
     tuned = load_checkpoint(cli.cwd / "defaults" / "best.pt")
-    assert tuned["train_config"]["lr"] == FineTuneDefaults.lr
-    assert tuned["model_config"]["dropout"] == FineTuneDefaults.min_dropout
+    assert tuned.train_config.lr == FineTuneDefaults.lr
+    assert tuned.model_config.dropout == FineTuneDefaults.min_dropout
 
 
 def test_extended_corpus_keeps_the_text_and_reads_stdin_once(monkeypatch, tmp_path):

@@ -33,9 +33,9 @@ def test_the_folder_holds_the_runs_model_and_a_card(folder, tiny_run):
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     original = checkpoint.load_checkpoint(tiny_run / checkpoint.BEST)
     loaded = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(str(folder)))
-    assert loaded["vocab"] == original["vocab"] and loaded["model_config"] == original["model_config"]
-    assert all(torch.equal(loaded["model"][name], tensor) for name, tensor in original["model"].items())
-    assert "corpus_args" not in loaded  # paths on the machine that trained it stay there
+    assert loaded.vocab == original.vocab and loaded.model_config == original.model_config
+    assert all(torch.equal(loaded.weights[name], tensor) for name, tensor in original.weights.items())
+    assert loaded.corpus_args is None  # paths on the machine that trained it stay there
     card = (folder / hf.CARD).read_text("utf-8")
     assert "bits per character" in card and "charrnn sample -c tiny --temp 0.8 --seed 1337" in card
 
@@ -51,7 +51,7 @@ def rewritten(folder: Path, target: Path, change) -> Path:
     stranger could write it (without the weights' checksum, which other tools leave out)."""
     config = json.loads((folder / hf.CONFIG).read_text())
     del config[hf.CHECKSUM]
-    weights = checkpoint.load_checkpoint(folder)["model"]
+    weights = checkpoint.load_checkpoint(folder).weights
     change(config, weights)
     target.mkdir()
     (target / hf.CONFIG).write_text(json.dumps(config))
@@ -119,7 +119,7 @@ def test_charrnn_load_reads_the_folder(folder, tiny_run):
 def resaved(folder: Path, target: Path, change=lambda weights: None, **save_options) -> Path:
     """A copy of the folder whose model.safetensors safetensors wrote again (config.json, checksum and all, kept)."""
     copy = Path(shutil.copytree(folder, target))
-    weights = dict(reversed(checkpoint.load_checkpoint(folder)["model"].items()))
+    weights = dict(reversed(checkpoint.load_checkpoint(folder).weights.items()))
     change(weights)
     save_file(weights, copy / hf.WEIGHTS, **save_options)
     return copy
@@ -129,7 +129,7 @@ def test_weights_saved_again_unchanged_still_verify(folder, tmp_path):
     copy = resaved(folder, tmp_path / "copy", metadata={"format": "pt", "saved_by": "another tool"})
     assert (copy / hf.WEIGHTS).read_bytes() != (folder / hf.WEIGHTS).read_bytes()  # other order, other metadata
     loaded = checkpoint.load_checkpoint(copy)
-    assert all(torch.equal(loaded["model"][name], tensor) for name, tensor in checkpoint.load_checkpoint(folder)["model"].items())
+    assert all(torch.equal(loaded.weights[name], tensor) for name, tensor in checkpoint.load_checkpoint(folder).weights.items())
 
 
 @pytest.mark.parametrize("change", [
@@ -148,4 +148,4 @@ def test_a_folder_hashed_by_its_files_bytes_still_verifies(folder, tmp_path):
     config = json.loads((copy / hf.CONFIG).read_text())
     config[hf.CHECKSUM] = hashlib.sha256((copy / hf.WEIGHTS).read_bytes()).hexdigest()
     (copy / hf.CONFIG).write_text(json.dumps(config))
-    assert checkpoint.load_checkpoint(copy)["vocab"] == config["vocab"]
+    assert checkpoint.load_checkpoint(copy).vocab == config["vocab"]

@@ -65,7 +65,7 @@ def test_a_conversation_continues_its_transcript(runs, monkeypatch):
     first = conversation.prompt(PRIME, **OPTIONS).text()
     second = conversation.prompt("\nAll:", **OPTIONS).text()
     payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(str(runs / "tiny")))
-    steps = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]), prime=PRIME + first + "\nAll:",
+    steps = generate(model_from_checkpoint(payload), Vocab(payload.vocab), prime=PRIME + first + "\nAll:",
                      settings=SamplingSettings(**OPTIONS))
     assert second == "".join(char for (char,) in steps)
 

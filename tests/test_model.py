@@ -9,7 +9,7 @@ from charrnn.data import evaluation_windows
 from charrnn.evaluate import total_loss
 from charrnn.model import CharRNN, detach_state, model_from_checkpoint
 from charrnn.sample import generate
-from charrnn.trainer import Trainer
+from charrnn.trainer import prepare
 
 
 def unigram_entropy(ids) -> float:
@@ -21,7 +21,7 @@ def unigram_entropy(ids) -> float:
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_loss_falls_for_every_cell_type(kind, corpus_file, tmp_path, monkeypatch):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
-    trainer = Trainer([str(corpus_file)], ModelConfig(model=kind, layers=2, hidden=32, embed=16),
+    trainer = prepare([str(corpus_file)], ModelConfig(model=kind, layers=2, hidden=32, embed=16),
                       TrainConfig(seq_len=32, batch_size=8, lr=1e-2, steps=90, eval_every=30, val_fraction=0.1),
                       tmp_path / "run")
     trainer.run()
@@ -55,7 +55,7 @@ def test_one_checkpoint_same_loss_and_text_in_both_implementations(kind, corpus_
     """What torch's fused kernels trained, the cells written out step by step read the same (test_cells holds
     the modules to float64 precision; here a real checkpoint, in fp32)."""
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
-    trainer = Trainer([str(corpus_file)], ModelConfig(model=kind, layers=2, hidden=16, embed=8),
+    trainer = prepare([str(corpus_file)], ModelConfig(model=kind, layers=2, hidden=16, embed=8),
                       TrainConfig(seq_len=16, batch_size=4, steps=10, eval_every=10), tmp_path / "run")
     trainer.run()
     payload = checkpoint.load_checkpoint(tmp_path / "run" / "best.pt")

@@ -10,10 +10,11 @@ import torch
 
 from charrnn import export
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
-from charrnn.config import ModelConfig, SamplingSettings, to_dict
+from charrnn.config import ModelConfig, SamplingSettings, TrainConfig
 from charrnn.model import CharRNN, model_from_checkpoint
 from charrnn.onnx_graph import one_step_model
 from charrnn.sample import generate
+from charrnn.schema import Checkpoint
 from charrnn.vocab import Vocab
 
 ort = pytest.importorskip("onnxruntime")
@@ -43,7 +44,7 @@ def test_onnxruntime_steps_equal_torchs_over_200_greedy_steps(kind, layers):
     with torch.no_grad():  # an untrained network's biases are small: make the gates and the head matter
         for parameter in model.parameters():
             parameter.mul_(3)
-    graph = session(one_step_model({"model_config": to_dict(config), "model": model.state_dict(), "vocab": "x" * 23})
+    graph = session(one_step_model(Checkpoint(config, TrainConfig(), "x" * 23, model.state_dict()))
                     .SerializeToString())
     ids, torch_state, onnx_state, worst = torch.tensor([[5]]), None, zero_state(graph), 0.0
     with torch.no_grad():
@@ -67,6 +68,6 @@ def test_a_trained_run_generates_the_same_greedy_text_in_onnxruntime(tiny_run, t
         text.append(vocab[int(logits.argmax())])
         logits, state = step(graph, np.array([vocab.index(text[-1])]), state)
     payload = load_checkpoint(resolve_checkpoint(str(tiny_run)))
-    expected = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]), prime=prime,
+    expected = generate(model_from_checkpoint(payload), Vocab(payload.vocab), prime=prime,
                         settings=SamplingSettings(length=200, temperature=0, precision="fp32"))
     assert "".join(text) == "".join(char for (char,) in expected)

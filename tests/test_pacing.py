@@ -11,7 +11,7 @@ import pytest
 from charrnn import budget, pacing
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.pacing import EVALS_PER_BUDGET, EXIT_S, Pacer
-from charrnn.trainer import Trainer
+from charrnn.trainer import prepare
 
 STEP_CHARS = 2048
 
@@ -151,7 +151,7 @@ def test_a_process_started_before_its_imports():
 
 def tiny_trainer(corpus_file, tmp_path, seconds, **options):
     config = TrainConfig(time_budget=seconds, seq_len=16, batch_size=2)
-    return Trainer([str(corpus_file)], ModelConfig(hidden=16, embed=8), config, tmp_path / "run", **options)
+    return prepare([str(corpus_file)], ModelConfig(hidden=16, embed=8), config, tmp_path / "run", **options)
 
 
 def test_the_trainer_counts_the_time_before_it_from_when_the_command_started(corpus_file, tmp_path, monkeypatch):

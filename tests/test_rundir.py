@@ -48,7 +48,7 @@ def test_one_writer_many_readers_and_no_stale_lock_after_a_kill(cli, corpus_file
     finally:
         writer.kill()
         writer.wait(timeout=60)
-    reached = checkpoint.load_checkpoint(run / "last.pt")["step"]
+    reached = checkpoint.load_checkpoint(run / "last.pt").step
     cli("train", "--resume", "-o", run, "--steps", reached + 2, "-q")  # the kernel dropped the dead writer's lock
 
 

@@ -71,7 +71,7 @@ def test_missing_file_is_a_one_line_error(cli, tiny_run):
 
 def test_batched_scores_equal_one_at_a_time(tiny_run, monkeypatch):
     payload = load_checkpoint(resolve_checkpoint(str(tiny_run)))
-    model, vocab = model_from_checkpoint(payload), Vocab(payload["vocab"])
+    model, vocab = model_from_checkpoint(payload), Vocab(payload.vocab)
     lines = ["All:", "", "First Citizen:", "Before we proceed any further, hear me speak."]
     monkeypatch.setattr("charrnn.score.TIME_CHUNK", 7)  # the state is carried across time chunks
     together = score_batch(model, vocab, lines, torch.device("cpu"))
@@ -93,7 +93,7 @@ def test_long_lines_are_read_and_scored_in_pieces(tiny_run, tmp_path, monkeypatc
     # A line may be endless (`score < /dev/zero`) or 50 MB: it is read LINE_CHUNK characters at a time,
     # scored with the state carried, and printed from its spool; the scores equal the whole line's.
     payload = load_checkpoint(resolve_checkpoint(str(tiny_run)))
-    model, vocab = model_from_checkpoint(payload), Vocab(payload["vocab"])
+    model, vocab = model_from_checkpoint(payload), Vocab(payload.vocab)
     lines = ["All:", "Before we proceed any further, hear me speak.", "zz\u00e9zz \"x\" speak", "", "exactly 14 chr",
              "Speak, speak. "]  # pieces of 7: lines that end inside a piece and at its end
     (tmp_path / "in.txt").write_text("\n".join(lines), encoding="utf-8")  # the last line has no newline

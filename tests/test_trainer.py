@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from charrnn import api, checkpoint
-from charrnn.config import ModelConfig, TrainConfig, to_dict
-from charrnn.trainer import FRESH_START_EVERY, fresh_starts, learning_rate, resumed_settings
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data import Corpus, evaluation_windows, training_windows
+from charrnn.schema import Checkpoint
+from charrnn.trainer import FRESH_START_EVERY, RunPlan, Trainer, fresh_starts, learning_rate, resumed_settings
+from charrnn.vocab import Vocab
 from conftest import ENGLISH, TINY_MODEL
 from test_checkpoint import edited
 
@@ -23,8 +26,8 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budget_schedule_cadence_and_hardware():
-    saved = {"model_config": to_dict(ModelConfig(hidden=48, layers=2)), "corpus_args": ["/data/corpus.txt"],
-             "train_config": to_dict(TrainConfig(lr=3e-3, seq_len=32, steps=100, seed=7, eval_every=50, device="cpu"))}
+    saved = Checkpoint(ModelConfig(hidden=48, layers=2), TrainConfig(lr=3e-3, seq_len=32, steps=100, seed=7,
+                       eval_every=50, device="cpu"), "ab", {}, corpus_args=["/data/corpus.txt"])
     asked = TrainConfig(lr=1.0, seq_len=999, steps=200, seed=1, eval_every=5, device="cuda", impl="cells",
                         precision="bf16")
     given = ["lr", "seq_len", "steps", "seed", "eval_every", "hidden", "device", "impl", "precision", "init_from"]
@@ -39,6 +42,21 @@ def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budge
     assert ignored == []
     assert resumed_settings(saved, TrainConfig(steps=300), [])[1].steps == 300  # set, though not named as given
     assert kept[2] == ["other.txt"]  # a corpus given wins, and is checked against the run's text
+
+
+def test_a_trainer_runs_a_plan_made_by_hand_with_no_corpus_file_and_no_lock(tmp_path):
+    vocab = Vocab("".join(sorted(set(ENGLISH))))
+    ids = vocab.encode(ENGLISH * 4)
+    corpus = Corpus(ids, vocab, "in memory")
+    train_ids, val_ids = corpus.split(0.1)
+    plan = RunPlan(tmp_path / "run", ModelConfig(vocab_size=len(vocab), hidden=16, embed=8),
+                   TrainConfig(steps=4, eval_every=2, seq_len=16, batch_size=2, device="cpu"), corpus,
+                   training_windows(train_ids, 2, 16), evaluation_windows(val_ids, 16))
+    (tmp_path / "run").mkdir()
+    summary = Trainer(plan).run()
+    saved = checkpoint.load_checkpoint(tmp_path / "run" / checkpoint.LAST)
+    assert summary["steps"] == 4 and [row["step"] for row in saved.history] == [2, 4]
+    assert saved.resume.progress.position == 4 and saved.corpus == "in memory"
 
 
 def test_every_stream_starts_afresh_once_in_so_many_windows_and_the_rest_carry_on():
@@ -65,7 +83,7 @@ def test_an_interrupted_run_in_a_notebook_is_a_keyboard_interrupt_raised_after_s
     with pytest.raises(KeyboardInterrupt, match="interrupted at step 3"):  # what `except KeyboardInterrupt` catches
         api.train(corpus, tmp_path / "run", steps=1000, on_progress=press_ctrl_c, layers=1, hidden=32, embed=16,
                   seq_len=32, batch_size=4, eval_every=10)
-    assert checkpoint.load_checkpoint(tmp_path / "run" / checkpoint.LAST)["step"] == 3
+    assert checkpoint.load_checkpoint(tmp_path / "run" / checkpoint.LAST).step == 3
 
 
 @pytest.fixture
@@ -104,7 +122,7 @@ def test_resume_of_the_same_text_goes_on_and_an_older_last_pt_without_a_digest_i
     resumed = cli("train", same, "--resume", "-o", resumable, "--steps", "154", "-q")
     (line,) = resumed.stderr.splitlines()
     assert line.startswith("charrnn: warning: ") and "no digest" in line and "going on" in line
-    assert checkpoint.load_checkpoint(last)["step"] == 154 and "corpus_digest" in checkpoint.load_checkpoint(last)
+    assert checkpoint.load_checkpoint(last).step == 154 and checkpoint.load_checkpoint(last).resume.corpus_digest
 
 
 def test_resume_takes_the_flags_a_run_may_change_and_names_the_rest_in_one_warning(cli, resumable):
@@ -114,6 +132,6 @@ def test_resume_takes_the_flags_a_run_may_change_and_names_the_rest_in_one_warni
     assert line.startswith("charrnn: warning: ") and "--batch-size, --hidden, --seed" in line and "ignored" in line
     assert "--lr" not in line.split("ignored")[0] and "--eval-every" not in line.split("ignored")[0]
     payload = checkpoint.load_checkpoint(resumable / checkpoint.LAST)
-    assert (payload["model_config"]["hidden"], payload["train_config"]["batch_size"]) == (32, 4)  # the run's own
-    assert (payload["train_config"]["lr"], payload["train_config"]["eval_every"]) == (0.5, 2)  # honoured
-    assert [entry["step"] for entry in payload["history"] if entry["step"] > 150] == [152, 154, 156]
+    assert (payload.model_config.hidden, payload.train_config.batch_size) == (32, 4)  # the run's own
+    assert (payload.train_config.lr, payload.train_config.eval_every) == (0.5, 2)  # honoured
+    assert [entry["step"] for entry in payload.history if entry["step"] > 150] == [152, 154, 156]
