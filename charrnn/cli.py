@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import List, Literal, Optional
@@ -16,17 +15,11 @@ from typing_extensions import Annotated
 from charrnn import __version__, install_command
 from charrnn.config import (EXPORT_FORMATS, RUN_SORTS, VIZ_FEATURES, DynamicSettings, FineTuneDefaults, TrainConfig,
                             dynamic_settings)
-from charrnn.errors import (INTERRUPTED, USAGE, CharRNNError, SettingError, TrainingInterrupted, escaped, is_main,
-                            reports)
+from charrnn.errors import INTERRUPTED, SettingError, TrainingInterrupted, escaped, is_main
 from charrnn.layout import RUNS_DIR
 
 # The modules that do the work import torch (a second or two): each command imports what it needs, so
 # that --help, --version and usage errors answer at once.
-try:  # recent typer vendors click: its usage errors derive from TyperException
-    from typer import TyperException as UsageProblem
-except ImportError:  # older typer depends on click itself
-    from click import ClickException as UsageProblem
-
 app = typer.Typer(
     add_completion=True,  # --install-completion and --show-completion for bash, zsh, fish and PowerShell
     no_args_is_help=False,
@@ -291,18 +284,6 @@ def export(
     print(f"charrnn: wrote {escaped(str(out))}", file=sys.stderr)
 
 
-def show_usage_problem(error) -> None:
-    """click's usage errors as one line, like ours: the problem, then where the help is."""
-    if type(error).__name__ == "NoArgsIsHelpError":  # its message is the help itself
-        error.show()
-        return
-    context = getattr(error, "ctx", None)
-    command = context.command_path if context is not None else "charrnn"
-    message = " ".join(error.format_message().split()).rstrip(".")
-    message = message[:1].lower() + message[1:]
-    print(f"{command}: error: {message}; see `{command} --help`", file=sys.stderr)
-
-
 corpus_app = typer.Typer(help="Named corpora: the classic char-rnn texts.\n\nFetched once into the user cache.",
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(corpus_app, name="corpus")
@@ -380,39 +361,3 @@ def viz(
         console.print(view.title, markup=False)
         console.print(viz_lib.terminal_text(view.text, view.levels) if html_out is None else f"wrote {html_out}",
                       markup=False)
-
-
-def interrupted() -> int:
-    """Say so in one line, even if the key is pressed again, and give the exit code for it."""
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
-    print("charrnn: interrupted", file=sys.stderr)
-    return INTERRUPTED
-
-
-def main() -> None:
-    """Entry point: turns errors into one line on stderr and the documented exit codes."""
-    try:
-        code = app(standalone_mode=False)
-        if code == INTERRUPTED:  # typer turns a Ctrl-C inside a command into this code, without a word
-            code = interrupted()
-    except CharRNNError as error:
-        if reports(error):  # under torchrun, rank 0 alone reports what every rank stops with
-            print(f"charrnn: error: {escaped(str(error))}", file=sys.stderr)  # one line, whatever a file put in it
-        code = USAGE if isinstance(error, SettingError) else 1
-    except UsageProblem as error:
-        show_usage_problem(error)
-        code = error.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        code = interrupted()
-    except OSError as error:  # the machine rather than the input (disk full, permissions): still one line
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"charrnn: error: {where}{error.strerror or error}", file=sys.stderr)
-        code = 1
-    except Exception as error:  # a bug: one line for the user; CHARRNN_TRACEBACK=1 shows where, for a report
-        if os.environ.get("CHARRNN_TRACEBACK"):
-            raise
-        print(f"charrnn: internal error: {type(error).__name__}: {error}; "
-              "rerun with CHARRNN_TRACEBACK=1 and report it", file=sys.stderr)
-        code = 1
-    sys.exit(code if isinstance(code, int) else 0)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from charrnn import cache, cli, corpora
+from charrnn.__main__ import run
 from charrnn.errors import CharRNNError
 from conftest import ENGLISH, TINY_MODEL
 
@@ -401,6 +402,6 @@ def test_the_cli_says_a_malformed_catalogue_in_one_line(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["charrnn", *command])
     with pytest.raises(SystemExit) as exited:
-        cli.main()
+        run(cli.app)
     stderr = capsys.readouterr().err
     assert exited.value.code == 1 and stderr.startswith(f"charrnn: error: {path}: ") and stderr.count("\n") == 1

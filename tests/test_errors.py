@@ -130,7 +130,8 @@ def workspace(tmp_path_factory, tiny_run) -> Path:
 # files: each case is still its own process with its own exit status, at a fraction of the cost.
 FORKING_RUNNER = """
 import json, os, sys
-from charrnn.cli import main
+from charrnn.__main__ import run
+from charrnn.cli import app
 import charrnn.api, charrnn.export, charrnn.runs, charrnn.trainer, charrnn.viz  # what the commands import when run
 
 for case in json.loads(sys.stdin.read()):
@@ -143,7 +144,7 @@ for case in json.loads(sys.stdin.read()):
         sys.argv = ["charrnn", *case["args"]]
         code = 0
         try:
-            main()
+            run(app)
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 1
         finally:
