@@ -39,9 +39,11 @@ def interrupted_before_training() -> Iterator[None]:
 
 
 class StopSignals:
-    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step."""
+    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step; a second Ctrl-C stops at once,
+    saying what the run in `out_dir` can do next."""
 
-    def __init__(self):
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
         self.received: Optional[int] = None
         self.previous = {}
 
@@ -53,8 +55,11 @@ class StopSignals:
 
     def _handle(self, number, frame):
         if self.received is not None and number == signal.SIGINT:  # a second Ctrl-C means now
-            raise TrainingInterrupted("interrupted again: stopped at once; the run's last checkpoint is intact, "
-                                      "continue with --resume", number)
+            if (self.out_dir / checkpoint.LAST).is_file():
+                then = "the run's last checkpoint is intact, continue with --resume"
+            else:  # the run wrote no checkpoint yet, so its folder goes (rundir.abandon)
+                then = "nothing was saved yet; train again to start over"
+            raise TrainingInterrupted(f"interrupted again: stopped at once; {then}", number)
         self.received = number
 
     def __exit__(self, *exc):
@@ -475,7 +480,7 @@ class Trainer:
         window_started, window_steps, window_loss = time.monotonic(), 0, 0.0
         val_loss, lr, chars_per_s = None, config.lr, 0.0
         self.model.train()
-        with StopSignals() as stop:
+        with StopSignals(self.out_dir) as stop:
             while not pacer.finished:
                 if self.group.any(stop.received is not None):  # every rank stops at the same step
                     self.save_last(val_loss)

@@ -135,3 +135,18 @@ def test_resume_takes_the_flags_a_run_may_change_and_names_the_rest_in_one_warni
     assert (payload.model_config.hidden, payload.train_config.batch_size) == (32, 4)  # the run's own
     assert (payload.train_config.lr, payload.train_config.eval_every) == (0.5, 2)  # honoured
     assert [entry["step"] for entry in payload.history if entry["step"] > 150] == [152, 154, 156]
+
+
+@pytest.mark.parametrize("has_last", [False, True])
+def test_a_second_ctrl_c_advises_what_the_run_folder_allows(tmp_path, has_last):
+    from charrnn.errors import TrainingInterrupted
+    from charrnn.trainer import StopSignals
+
+    if has_last:
+        (tmp_path / checkpoint.LAST).write_bytes(b"")
+    stop = StopSignals(tmp_path)
+    stop._handle(signal.SIGINT, None)  # the first asks to stop after the step
+    with pytest.raises(TrainingInterrupted) as raised:
+        stop._handle(signal.SIGINT, None)
+    assert ("continue with --resume" in str(raised.value)) == has_last
+    assert ("nothing was saved" in str(raised.value)) != has_last
