@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from charrnn.cells import CellStack, recurrent_stack
+from charrnn.errors import SettingError
 from charrnn.state import map_state
 from conftest import DEVICES
 
@@ -178,10 +179,12 @@ def test_trace_exposes_every_step(kind):
             assert 0 <= values.min() and values.max() <= 1, name
 
 
-def test_unknown_kind_or_impl_raises_value_error():
-    with pytest.raises(ValueError, match="unknown"):
-        CellStack("transformer", INPUT, HIDDEN, 1)
-    with pytest.raises(ValueError, match="unknown"):
-        recurrent_stack("transformer", "fused", INPUT, HIDDEN, 1, 0.0)
-    with pytest.raises(ValueError, match="unknown"):
+def test_unknown_impl_is_a_setting_error_and_unknown_kind_a_value_error():
+    # --impl is checked where the network is built (config.check_impl): the user's one-line error, exit 2.
+    with pytest.raises(SettingError, match="unknown --impl 'cudnn'; choose one of fused, cells"):
         recurrent_stack("lstm", "cudnn", INPUT, HIDDEN, 1, 0.0)
+    # --model is the user's to get wrong in ModelConfig.validate; a bad kind here is a caller's bug.
+    with pytest.raises(ValueError, match="unknown recurrent cell 'transformer'"):
+        CellStack("transformer", INPUT, HIDDEN, 1)
+    with pytest.raises(ValueError, match="unknown recurrent cell 'transformer'"):
+        recurrent_stack("transformer", "fused", INPUT, HIDDEN, 1, 0.0)
