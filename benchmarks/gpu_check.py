@@ -146,11 +146,11 @@ def timed_generation(model, vocab: Vocab, device: torch.device, samples: int, le
 
 def sampling_speed(context: Context) -> dict:
     """Characters a second from the 3-minute model: one sample, and 64 at once (`charrnn sample -n 64`)."""
-    payload = checkpoint.load_checkpoint(context.scratch / "quality_run" / checkpoint.BEST)
+    saved = checkpoint.load_checkpoint(context.scratch / "quality_run" / checkpoint.BEST)
     device = pick_device(context.device)
-    model, vocab = model_from_checkpoint(payload, device=device), Vocab(payload["vocab"])
+    model, vocab = model_from_checkpoint(saved, device=device), Vocab(saved.vocab)
     length = 20 if context.quick else 2000
-    return {"hidden": payload["model_config"]["hidden"],
+    return {"hidden": saved.model_config.hidden,
             "chars_per_s_n1": round(timed_generation(model, vocab, device, 1, length), 1),
             "chars_per_s_n64": round(timed_generation(model, vocab, device, 64, length // 4), 1)}
 
@@ -183,13 +183,13 @@ def torchrun_train_and_sample(context: Context) -> dict:
     torchrun(["--nnodes", "1", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
               "-m", "charrnn", "train", str(context.corpus), "-o", str(run_dir), "--force", "--steps", str(steps),
               "--eval-every", str(steps // 2), "--device", context.device, *shape])
-    payload = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)
-    trained_steps = checkpoint.load_checkpoint(run_dir / checkpoint.LAST)["step"]  # best.pt may be an earlier step's
-    model, vocab = model_from_checkpoint(payload, device=device), Vocab(payload["vocab"])
+    saved = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)
+    trained_steps = checkpoint.load_checkpoint(run_dir / checkpoint.LAST).step  # best.pt may be an earlier step's
+    model, vocab = model_from_checkpoint(saved, device=device), Vocab(saved.vocab)
     text = "".join(c for (c,) in generate(model, vocab, settings=SamplingSettings(length=200, seed=0), device=device))
     return {"ok": collective["all_reduce_ok"] and trained_steps == steps, **collective,
-            "trained_steps": trained_steps, "val_loss": payload["val_loss"], "written_on": payload["device"], "sample": text[:80],
-            "sample_nats_per_char": nats_per_char(model_from_checkpoint(payload, device=torch.device("cpu")), vocab, text)}
+            "trained_steps": trained_steps, "val_loss": saved.val_loss, "written_on": saved.device, "sample": text[:80],
+            "sample_nats_per_char": nats_per_char(model_from_checkpoint(saved, device=torch.device("cpu")), vocab, text)}
 
 
 def nats_per_char(model, vocab: Vocab, text: str) -> float:
@@ -207,21 +207,21 @@ def gpu_checkpoint_on_cpu(context: Context) -> dict:
     train([str(context.corpus)], ModelConfig(hidden=16 if context.quick else 256, embed=8 if context.quick else 64),
           TrainConfig(steps=steps, eval_every=steps, device=context.device, **({"seq_len": 16, "batch_size": 2} if context.quick else {})),
           run_dir)
-    payload = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)  # the tensors land on the CPU, as for any reader
-    vocab, greedy, sampled = Vocab(payload["vocab"]), {}, {}
+    saved = checkpoint.load_checkpoint(run_dir / checkpoint.BEST)  # the tensors land on the CPU, as for any reader
+    vocab, greedy, sampled = Vocab(saved.vocab), {}, {}
     for name in dict.fromkeys([context.device, "cpu"]):
         device = pick_device(name)
-        model = model_from_checkpoint(payload, device=device)
+        model = model_from_checkpoint(saved, device=device)
         greedy[name], sampled[name] = (
             "".join(c for (c,) in generate(model, vocab, device=device, settings=SamplingSettings(
                 length=300, temperature=temperature, seed=0, precision="fp32")))
             for temperature in (0, 1))
     on_device, on_cpu = greedy[context.device], greedy["cpu"]
     differs_at = next((i for i, (a, b) in enumerate(zip(on_device, on_cpu)) if a != b), None)
-    scorer = model_from_checkpoint(payload, device=torch.device("cpu"))
+    scorer = model_from_checkpoint(saved, device=torch.device("cpu"))
     sample_nats = {name: nats_per_char(scorer, vocab, text) for name, text in sampled.items()}
     alike = abs(sample_nats[context.device] - sample_nats["cpu"]) < 0.5
-    return {"ok": on_device == on_cpu and alike, "written_on": payload["device"], "precision": payload["precision"],
+    return {"ok": on_device == on_cpu and alike, "written_on": saved.device, "precision": saved.precision,
             "first_difference": differs_at, "greedy_text": on_cpu[:80], "sample_nats_per_char": sample_nats,
             # drawn on the host from one seed, the samples differ only where the devices' logits tip a draw
             "samples_identical": sampled[context.device] == sampled["cpu"], "sample_on_device": sampled[context.device][:80]}

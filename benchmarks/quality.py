@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from charrnn.checkpoint import load_checkpoint  # noqa: E402
+from charrnn.config import to_dict  # noqa: E402
 
 
 def charrnn(*args: str, env: dict, capture: bool = True) -> subprocess.CompletedProcess:
@@ -55,7 +56,7 @@ def measure(argv: Optional[List[str]] = None) -> dict:
         train = charrnn("train", *args.corpus, "--time", args.time, "-o", str(out), "--force", *overrides, env=env)
         wall = time.perf_counter() - started
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        payload = load_checkpoint(out / "best.pt")
+        saved = load_checkpoint(out / "best.pt")
         full = None
         if not args.no_full_eval:
             full = json.loads(charrnn("eval", "-c", str(out / "best.pt"), "--json", env=env).stdout)
@@ -75,13 +76,13 @@ def measure(argv: Optional[List[str]] = None) -> dict:
         "train_elapsed_s": last.get("elapsed"),
         # training speed between evals (median over eval windows), and over the whole budget, evals included
         "chars_per_s": round(statistics.median(h["chars_per_s"] for h in history), 1) if history else None,
-        "chars_per_s_with_evals": round(last["step"] * payload["train_config"]["batch_size"] * payload["train_config"]["seq_len"]
+        "chars_per_s_with_evals": round(last["step"] * saved.train_config.batch_size * saved.train_config.seq_len
                                         / last["elapsed"], 1) if last.get("elapsed") else None,
         "wall_s": round(wall, 1),  # the whole command: start-up, encoding, training, evals, checkpoints
-        "model_config": payload["model_config"],
-        "train_config": payload["train_config"],
-        "backend": payload.get("backend"),
-        "precision": payload.get("precision"),
+        "model_config": to_dict(saved.model_config),
+        "train_config": to_dict(saved.train_config),
+        "backend": saved.backend,
+        "precision": saved.precision,
         "torch_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "log_tail": train.stderr.strip().splitlines()[-1:] if train.stderr else [],
         # what the budget chose (size, evaluation cadence) and the speeds it timed to choose it
