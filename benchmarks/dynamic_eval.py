@@ -15,7 +15,9 @@ import json
 import time
 
 from charrnn import api
-from charrnn.dynamic import DynamicSettings, dynamic_loss
+from charrnn.config import DynamicSettings
+from charrnn.data import load_corpus
+from charrnn.dynamic import dynamic_loss
 from charrnn.evaluate import summarize
 
 
@@ -31,7 +33,7 @@ def main() -> None:
 
     lm = api.load(args.run)
     if args.file:
-        corpus = api.load_corpus([args.file], vocab=lm.vocab)
+        corpus = load_corpus([args.file], vocab=lm.vocab)
         ids, oov = corpus.ids, corpus.oov
     else:
         ids, oov = lm.validation_ids()

@@ -30,8 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = resolve_checkpoint(args.checkpoint)
-    payload = load_checkpoint(path)
-    model, vocab = model_from_checkpoint(payload), Vocab(payload["vocab"])
+    saved = load_checkpoint(path)
+    model, vocab = model_from_checkpoint(saved), Vocab(saved.vocab)
     text = open(args.corpus, encoding="utf-8").read()
     held_out = text[int(len(text) * 0.9):].splitlines()[1:]  # the first may be cut mid-line
     candidates = sorted({line for line in held_out if len(line) >= args.min_chars and len(set(line)) > 1})
@@ -51,7 +51,7 @@ def main() -> None:
     print(json.dumps({
         "checkpoint": str(path), "lines": len(real), "real_ahead": wins, "fraction": wins / len(real),
         "mean_bpc_real": sum(real_bpc) / len(real), "mean_bpc_shuffled": sum(shuffled_bpc) / len(real),
-        "lines_per_s": 2 * len(real) / seconds, "val_loss": payload.get("val_loss"),
+        "lines_per_s": 2 * len(real) / seconds, "val_loss": saved.val_loss,
     }))
 
 
