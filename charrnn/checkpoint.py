@@ -14,9 +14,9 @@ from typing import Optional
 
 import torch
 
-from charrnn import hf, layout, schema, writes
+from charrnn import hf, rundir, schema, writes
 from charrnn.errors import CharRNNError, escaped
-from charrnn.layout import BEST, LAST, RUNS_DIR  # noqa: F401 (used as checkpoint.BEST, ... across the package)
+from charrnn.rundir import BEST, LAST, RUNS_DIR  # noqa: F401 (used as checkpoint.BEST, ... across the package)
 from charrnn.schema import Checkpoint
 
 # weights_only loading lets a crafted file run code before torch 2.6 (GHSA-53q9-r3pm-6pq6) and
@@ -156,7 +156,7 @@ def damaged_member(path: Path) -> Optional[str]:
 
 def newest_run(runs_dir: Path = RUNS_DIR) -> Optional[Path]:
     """The run directory whose checkpoints were written most recently."""
-    return max(layout.run_directories(runs_dir), key=layout.last_written, default=None)
+    return max(rundir.run_directories(runs_dir), key=rundir.last_written, default=None)
 
 
 def resolve_checkpoint(argument: Optional[str], prefer: str = BEST) -> Path:

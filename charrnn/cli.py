@@ -16,7 +16,7 @@ from charrnn import __version__, install_command
 from charrnn.config import (EXPORT_FORMATS, RUN_SORTS, VIZ_FEATURES, DynamicSettings, FineTuneDefaults, TrainConfig,
                             dynamic_settings)
 from charrnn.errors import INTERRUPTED, SettingError, TrainingInterrupted, escaped, is_main
-from charrnn.layout import RUNS_DIR
+from charrnn.rundir import RUNS_DIR
 
 # The modules that do the work import torch (a second or two): each command imports what it needs, so
 # that --help, --version and usage errors answer at once.

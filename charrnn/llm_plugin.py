@@ -17,7 +17,7 @@ import llm
 from pydantic import Field
 
 from charrnn.errors import CharRNNError
-from charrnn.layout import RUNS_DIR, run_directories
+from charrnn.rundir import RUNS_DIR, run_directories
 
 RUNS_ENV = "CHARRNN_RUNS"
 # What charrnn's messages call `charrnn sample`'s flags, as an llm user sets the same thing.

@@ -9,7 +9,7 @@ from typing import Optional
 
 from charrnn import install_command, writes
 from charrnn.errors import CharRNNError
-from charrnn.layout import METRICS
+from charrnn.rundir import METRICS
 
 
 

@@ -1,7 +1,8 @@
-"""A run directory has one owner: the training process that holds its lock.
+"""The run directory: where runs live, what one holds, and its one owner, the training process that holds its lock.
 
-The lock is an OS lock (flock) on a file inside the directory, so the kernel releases it when the
-process ends, however it ends: a run killed with SIGKILL leaves no stale lock behind. Readers
+Names and finding runs need no torch (the llm plugin lists runs on every `llm` command, and importing torch
+takes a second or two). The lock is an OS lock (flock) on a file inside the directory, so the kernel releases it
+when the process ends, however it ends: a run killed with SIGKILL leaves no stale lock behind. Readers
 (`sample`, `eval`) take no lock: checkpoints are replaced by rename, so they always read a whole one.
 """
 
@@ -13,21 +14,46 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from charrnn import layout, writes
+from charrnn import writes
 from charrnn.errors import CharRNNError
-from charrnn.layout import LAST, METRICS
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs there are not protected against a second writer
     fcntl = None  # type: ignore[assignment]
 
+RUNS_DIR = Path("runs")
+BEST, LAST = "best.pt", "last.pt"
+METRICS = "metrics.jsonl"  # one JSON object per evaluation
 LOCK = ".lock"
 
 _held: dict[Path, int] = {}  # run directory -> descriptor of its lock file, for the life of this process
 # What this process created for the run it holds (the directory, its lock file, a new run's metrics.jsonl):
 # a run that fails before its first checkpoint removes them again, and nothing else.
 _made: set[Path] = set()
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints `folder` holds: best.pt and last.pt, those that are files."""
+    return [folder / name for name in (BEST, LAST) if (folder / name).is_file()]
+
+
+def is_run(folder: Path) -> bool:
+    """Whether `folder` is a charrnn run: the one rule. It holds a checkpoint; a metrics.jsonl or .lock alone
+    may be anyone's."""
+    return folder.is_dir() and bool(checkpoints(folder))
+
+
+def last_written(folder: Path) -> float:
+    """When the run's newest checkpoint was written (0 for a folder that is no run)."""
+    return max((path.stat().st_mtime for path in checkpoints(folder)), default=0.0)
+
+
+def run_directories(runs_dir: Path = RUNS_DIR) -> list[Path]:
+    """The runs directly under `runs_dir`, by name."""
+    if not runs_dir.is_dir():
+        return []
+    return sorted(folder for folder in runs_dir.iterdir() if is_run(folder))
 
 
 def unwritable(folder: Path, error: OSError) -> CharRNNError:
@@ -137,7 +163,7 @@ def default_directory(base: Path, processes: int = 1) -> Path:
     run, which rank 0 then locks like a directory given with --out.
     """
     if processes > 1:
-        return next(candidate for candidate in numbered(base) if not layout.is_run(candidate))
+        return next(candidate for candidate in numbered(base) if not is_run(candidate))
     return claim_default(base)
 
 
@@ -181,7 +207,7 @@ def prepare(out_dir: Path, resume: bool, force: bool) -> None:
     hold(out_dir)
     if resume and not (out_dir / LAST).is_file():
         raise CharRNNError(f"{out_dir}: no {LAST} to resume from; train without --resume first")
-    if layout.is_run(out_dir) and not resume and not force:
+    if is_run(out_dir) and not resume and not force:
         raise CharRNNError(f"{out_dir} already holds a run; continue it with --resume, "
                            "or pass --out NEW_DIR, or --force to overwrite")
     found = strangers(out_dir)
@@ -212,12 +238,12 @@ def abandon(out_dir: Path) -> None:
     key = out_dir.resolve()
     if key not in _held:
         return
-    if not layout.is_run(out_dir):
+    if not is_run(out_dir):
         for path in (key / METRICS, key / LOCK):
             if path in _made and not path.is_symlink():
                 path.unlink(missing_ok=True)
     release(out_dir)
-    if key in _made and not layout.is_run(out_dir):
+    if key in _made and not is_run(out_dir):
         _made.discard(key)
         try:
             out_dir.rmdir()

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from charrnn import checkpoint, finetune, layout
+from charrnn import checkpoint, finetune, rundir
 from charrnn.config import RUN_SORTS
 from charrnn.errors import CharRNNError, SettingError, escaped
 from charrnn.plot import best_bpc, read_history, save_plot, series, terminal_curve
@@ -53,21 +53,21 @@ SORT_KEYS = {
 assert tuple(SORT_KEYS) == RUN_SORTS, "charrnn.config.RUN_SORTS lists the CLI's choices"
 
 
-def list_runs(runs_dir: Path = layout.RUNS_DIR, sort: str = "name") -> list[RunSummary]:
+def list_runs(runs_dir: Path = rundir.RUNS_DIR, sort: str = "name") -> list[RunSummary]:
     """A summary of every run directly under `runs_dir`, in `sort` order (see SORT_KEYS)."""
     if sort not in SORT_KEYS:
         raise SettingError(f"unknown --sort {sort!r}; choose one of {', '.join(SORT_KEYS)}")
     if not runs_dir.is_dir():
         raise CharRNNError(f"{runs_dir}: no such directory; train a run with `charrnn train`, or name the directory that holds runs")
     key, newest_first = SORT_KEYS[sort]
-    runs = [summarize(folder) for folder in layout.run_directories(runs_dir)]
+    runs = [summarize(folder) for folder in rundir.run_directories(runs_dir)]
     known = sorted((run for run in runs if key(run) is not None), key=key, reverse=newest_first)
     return known + [run for run in runs if key(run) is None]
 
 
 def summarize(folder: Path) -> RunSummary:
     """One run's figures, or what is wrong with it: a broken run is listed, not a traceback."""
-    written = max((f.stat().st_mtime for f in (folder / layout.BEST, folder / layout.LAST) if f.is_file()), default=None)
+    written = max((f.stat().st_mtime for f in (folder / rundir.BEST, folder / rundir.LAST) if f.is_file()), default=None)
     summary = RunSummary(name=folder.name, path=str(folder), written=written)
     try:
         path = checkpoint.resolve_checkpoint(str(folder))

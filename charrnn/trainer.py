@@ -21,7 +21,6 @@ from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, training_windows
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError, TrainingInterrupted
-from charrnn.layout import METRICS
 from charrnn.evaluate import total_loss
 from charrnn.schema import Checkpoint, ResumeState, RunProgress
 from charrnn.state import State, map_state
@@ -107,7 +106,7 @@ def open_run_directory(out_dir: Path, resume: bool, force: bool) -> Optional[Che
 def write_metrics(out_dir: Path, history: list) -> None:
     """Start metrics.jsonl from the run's own record: empty for a new run (--force starts afresh), and
     on --resume without the lines a killed run wrote after its last checkpoint (those steps run again)."""
-    path = out_dir / METRICS
+    path = out_dir / rundir.METRICS
     try:
         writes.write_atomically(path, "".join(json.dumps(entry) + "\n" for entry in history).encode("utf-8"))
     except OSError as error:
@@ -450,10 +449,10 @@ class Trainer:
         self.progress.history.append(entry)
         if self.group.is_main:
             try:
-                with writes.appending(self.out_dir / METRICS) as f:
+                with writes.appending(self.out_dir / rundir.METRICS) as f:
                     f.write(json.dumps(entry) + "\n")
             except OSError as error:
-                raise checkpoint.unwritable(self.out_dir / METRICS, error) from None
+                raise checkpoint.unwritable(self.out_dir / rundir.METRICS, error) from None
         criterion = val_loss if val_loss is not None else train_loss
         if criterion < self.progress.best_val_loss:
             self.progress.best_val_loss = criterion
