@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,30 +39,30 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the browser as the page's test drives it
 
 from charrnn import checkpoint  # noqa: E402
-from charrnn.config import ModelConfig, SamplingSettings, TrainConfig  # noqa: E402
+from charrnn.config import ModelConfig, SamplingSettings, TrainConfig, to_dict  # noqa: E402
 from charrnn.export_html import write_html  # noqa: E402
 from charrnn.model import CharRNN, model_from_checkpoint  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
+from charrnn.schema import Checkpoint  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 import headless_chromium  # noqa: E402
 
 VOCAB = "".join(chr(c) for c in range(32, 32 + 64)) + "\n"  # 65 characters, like tiny-shakespeare's
 
 
-def untrained_payload(folder: Path, hidden: int, embed: int) -> dict:
+def untrained_checkpoint(folder: Path, hidden: int, embed: int) -> Checkpoint:
     """A 1xHIDDEN LSTM with random weights, written and read back as a checkpoint."""
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=len(VOCAB), model="lstm", layers=1, hidden=hidden, embed=embed)
     path = folder / f"lstm-1x{hidden}.pt"
-    checkpoint.save_checkpoint({"model": CharRNN(config).state_dict(), "model_config": asdict(config),
-                                "train_config": asdict(TrainConfig()), "vocab": VOCAB}, path)
+    checkpoint.save_checkpoint(Checkpoint(config, TrainConfig(), VOCAB, CharRNN(config).state_dict()), path)
     return checkpoint.load_checkpoint(path)
 
 
-def generate_chars_per_s(payload: dict, length: int, temperature: float, precision: str) -> float:
+def generate_chars_per_s(saved: Checkpoint, length: int, temperature: float, precision: str) -> float:
     """`charrnn sample`'s generation on one thread, timed from its first character to its last."""
     torch.set_num_threads(1)
-    steps = generate(model_from_checkpoint(payload), Vocab(payload["vocab"]),
+    steps = generate(model_from_checkpoint(saved), Vocab(saved.vocab),
                      settings=SamplingSettings(length=length + 1, temperature=temperature, seed=1, precision=precision))
     next(steps)  # the first holds the set-up (the prime, packing the weights), as the page's clock leaves out its own
     start = time.perf_counter()
@@ -71,13 +71,13 @@ def generate_chars_per_s(payload: dict, length: int, temperature: float, precisi
     return length / (time.perf_counter() - start)
 
 
-def speeds(payload: dict, page_path: Path, browser: headless_chromium.Page, length: int, temperature: float,
+def speeds(saved: Checkpoint, page_path: Path, browser: headless_chromium.Page, length: int, temperature: float,
            repeats: int) -> dict:
     browser.open(page_path)
     loops = {
         "page": lambda: float(browser.generate("", temperature, length)["charsPerSecond"]),
-        "generate": lambda: generate_chars_per_s(payload, length, temperature, "auto"),
-        "generate_fp32": lambda: generate_chars_per_s(payload, length, temperature, "fp32"),
+        "generate": lambda: generate_chars_per_s(saved, length, temperature, "auto"),
+        "generate_fp32": lambda: generate_chars_per_s(saved, length, temperature, "fp32"),
     }
     for run in loops.values():  # warm-up: the browser's compiler, torch's allocator and packed weights
         run()
@@ -89,14 +89,14 @@ def speeds(payload: dict, page_path: Path, browser: headless_chromium.Page, leng
 
 
 @torch.inference_mode()
-def argmax_moves(payload: dict, text: str) -> dict:
+def argmax_moves(saved: Checkpoint, text: str) -> dict:
     """Positions of `text` where the likeliest next character differs from fp32's (teacher-forced)."""
-    vocab = Vocab(payload["vocab"])
+    vocab = Vocab(saved.vocab)
     ids = torch.from_numpy(vocab.encode(text)).unsqueeze(0)
-    rounded = {**payload, "model": {name: weight.half().float() for name, weight in payload["model"].items()}}
-    fp32 = model_from_checkpoint(payload)(ids)[0][0]
+    rounded = replace(saved, weights={name: weight.half().float() for name, weight in saved.weights.items()})
+    fp32 = model_from_checkpoint(saved)(ids)[0][0]
     fp16_weights = model_from_checkpoint(rounded)(ids)[0][0]
-    float64 = model_from_checkpoint(payload).double()(ids)[0][0]
+    float64 = model_from_checkpoint(saved).double()(ids)[0][0]
     top2 = float64.topk(2, dim=-1).values
     return {
         "positions": len(text),
@@ -128,19 +128,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, headless_chromium.Page() as browser:
         result["chromium"] = browser.driver.capabilities.get("browserVersion")
         for hidden in args.hidden:
-            payload = untrained_payload(Path(folder), hidden, args.embed)
+            saved = untrained_checkpoint(Path(folder), hidden, args.embed)
             page = Path(folder) / f"lstm-1x{hidden}.html"
-            write_html(payload, page)
+            write_html(saved, page)
             result["models"][f"lstm 1x{hidden}, embed {args.embed}, vocab {len(VOCAB)}"] = {
-                "parameters": sum(weight.numel() for weight in payload["model"].values()),
+                "parameters": saved.parameters,
                 "page_bytes": page.stat().st_size,
-                "chars_per_s": speeds(payload, page, browser, args.length, args.temp, args.repeats),
+                "chars_per_s": speeds(saved, page, browser, args.length, args.temp, args.repeats),
             }
     if args.checkpoint and args.text:
-        payload = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(args.checkpoint))
+        saved = checkpoint.load_checkpoint(checkpoint.resolve_checkpoint(args.checkpoint))
         text = args.text.read_text(encoding="utf-8")[-args.text_chars:]
-        result["argmax_moves"] = {"checkpoint": args.checkpoint, "model_config": payload["model_config"],
-                                  **argmax_moves(payload, text)}
+        result["argmax_moves"] = {"checkpoint": args.checkpoint, "model_config": to_dict(saved.model_config),
+                                  **argmax_moves(saved, text)}
     print(json.dumps(result, indent=2))
 
 
