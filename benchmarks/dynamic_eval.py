@@ -1,7 +1,7 @@
 """Dynamic evaluation against static: loss and seconds for a grid of settings, one JSON object per line.
 
 Reads the first `--chars` characters of a run's validation split (or FILE), scores them statically once
-(as `charrnn eval` does), then dynamically (`charrnn.dynamic`) for every segment x lr x decay given.
+(as `charrnn eval` does), then dynamically (`charrnn.evaluate`) for every segment x lr x decay given.
 
     python benchmarks/dynamic_eval.py RUN --chars 100000 --segment 50 100 200 --lr 1e-4 3e-4 1e-3 3e-3 --decay 0
     python benchmarks/dynamic_eval.py RUN --file other.txt --segment 100 --lr 1e-3 --decay 0
@@ -17,8 +17,7 @@ import time
 from charrnn import api
 from charrnn.config import DynamicSettings
 from charrnn.data import load_corpus
-from charrnn.dynamic import dynamic_loss
-from charrnn.evaluate import summarize
+from charrnn.evaluate import dynamic_loss, summarize
 
 
 def main() -> None:

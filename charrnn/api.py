@@ -18,12 +18,11 @@ import numpy as np
 
 from charrnn import checkpoint, distributed, finetune, rundir
 from charrnn.budget import sized_fields
-from charrnn.config import ADAPTING, ModelConfig, SamplingSettings, TrainConfig, parse_duration
+from charrnn.config import ADAPTING, DynamicSettings, ModelConfig, SamplingSettings, TrainConfig, parse_duration
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
-from charrnn.dynamic import DynamicSettings, adapted, dynamic_loss
 from charrnn.errors import CharRNNError, SettingError, escaped, is_main, launched_world_size
-from charrnn.evaluate import summarize, total_loss
+from charrnn.evaluate import adapted, dynamic_loss, summarize, total_loss
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter, format_duration
@@ -77,7 +76,7 @@ class LanguageModel:
                        precision=resolve_weight_precision(settings.precision, self.device, settings.n))
 
     def parts(self, prime: Prime = "", settings: Optional[SamplingSettings] = None, **overrides) -> Iterator[Part]:
-        """The samples' text in output order, as `Part(index, text, ended)`, each sample's text after the prime.
+        """The samples' text in output order, as `Part(sample, text, ended)`, each sample's text after the prime.
 
         `settings` and `overrides` as `settled` takes them, checked now, as is a string prime; a streamed prime's
         pieces as they are read. On a CPU (unless OMP_NUM_THREADS is set) a batch runs on whichever of one thread

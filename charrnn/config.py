@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from charrnn.errors import SettingError
 
@@ -168,7 +168,7 @@ class FineTuneDefaults:
 
 @dataclass(frozen=True)
 class DynamicSettings:
-    """How dynamic evaluation (charrnn/dynamic.py) adapts: characters per update, SGD step, pull back toward the trained weights."""
+    """How dynamic evaluation (charrnn/evaluate.py) adapts: characters per update, SGD step, pull back toward the trained weights."""
 
     # Chosen on the first 100k characters of tiny-shakespeare's validation split, scored by the 5-minute
     # default model (1x384 LSTM): AdamW-trained weights want large SGD steps (the lr is per mean loss of a
@@ -190,7 +190,8 @@ class DynamicSettings:
 def dynamic_settings(dynamic: bool, segment: Optional[int] = None, lr: Optional[float] = None,
                      decay: Optional[float] = None) -> Union[bool, DynamicSettings]:
     """`eval --dynamic` and its settings as one value: False, or the settings, defaults where none is given."""
-    given = {name: value for name, value in (("segment", segment), ("lr", lr), ("decay", decay)) if value is not None}
+    given: dict[str, Any] = {name: value for name, value in (("segment", segment), ("lr", lr), ("decay", decay))
+                             if value is not None}
     if not dynamic and given:
         raise SettingError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
     return DynamicSettings(**given) if dynamic else False

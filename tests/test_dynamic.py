@@ -10,7 +10,7 @@ import pytest
 
 import charrnn
 from charrnn.data import evaluation_windows
-from charrnn.dynamic import DynamicSettings
+from charrnn.config import DynamicSettings
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import total_loss
 from charrnn.vocab import code_points
