@@ -29,8 +29,7 @@ from charrnn.progress import Reporter, format_duration
 from charrnn.sample import Prime, chosen_seed, generate
 from charrnn.schema import Checkpoint
 from charrnn.score import LineScore, known_ids, score_lines, score_pieces
-from charrnn.stepper import resolve_weight_precision
-from charrnn.threads import on_fastest_threads, thread_choices
+from charrnn.stepper import on_fastest_threads, resolve_weight_precision, thread_choices
 from charrnn.trainer import run_training
 from charrnn.viz import Trace, trace_text
 from charrnn.vocab import Vocab

@@ -7,25 +7,39 @@ arithmetic: half the bytes to read, so nearly twice the characters a second.
 
 Several samples in one batch turn the products compute-bound: each weight read is now used once per
 sample. There fbgemm's int8 products pay (twice fp32's arithmetic per instruction on AVX2), and so
-can a second core (`charrnn.threads`), where at batch 1 both only add fixed costs per call.
+can a second core (`on_fastest_threads`), where at batch 1 both only add fixed costs per call.
+
+How many threads generation runs on: one for a few samples, and for a batch whichever is faster now.
+
+A step splits its products over the threads and waits for the slowest. One sample's step is too
+small to split: more threads only add synchronization (2x512 on 2 idle cores: 3,030 chars/s on one
+thread, 2,840 on two) and, when another job holds a core, stall on it (3,140 against 1,250). A
+batch's step is large enough to gain from every core on an idle machine, and loses the same way on
+a busy one (2x512, -n 16, 2 cores: 19,000 chars/s on two threads when idle, 11,000 on one; 4,200
+on two and 11,000 on one while another process holds a core). So a batch times its steps on each
+thread count and keeps the faster, and checks again now and then, since other jobs come and go.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import time
 import warnings
-from typing import Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import Optional, TypeVar
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from charrnn.cells import gru_update, lstm_update, rnn_update
+from charrnn.cells import Internals, gru_update, lstm_update, rnn_update
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.state import State, hidden_of, join_layers, map_state, split_layers, zero_state
 
-UPDATES = {"rnn": rnn_update, "lstm": lstm_update}
+# Each takes its own kind's state: the RNN's a tensor, the LSTM's a pair.
+UPDATES: dict[str, Callable[..., tuple[State, Internals]]] = {"rnn": rnn_update, "lstm": lstm_update}
 PACKED_PRECISIONS = ("fp16", "int8")  # multiplied by fbgemm, from its own packed layouts
 BATCHED_SAMPLES = 4  # from this many samples, int8 on every core beats fp16 on one (benchmarks/RESULTS.md)
 # torch marks its fbgemm fp16 functions and quantized tensors deprecated, yet they are its fastest products
@@ -85,7 +99,9 @@ class Projection:
 
     def __call__(self, x: Tensor, addend: Optional[Tensor] = None) -> Tensor:
         if self.precision == "fp32":
-            return torch.addmm(self.bias if addend is None else addend, x, self.weight_t)
+            base = self.bias if addend is None else addend
+            assert base is not None  # a projection made without a bias is always given an addend
+            return torch.addmm(base, x, self.weight_t)
         if self.precision == "fp16":
             product = torch.fbgemm_linear_fp16_weight_fp32_activation(x, self.packed, self.bias)
         else:
@@ -110,7 +126,9 @@ class Stepper:
         if self.kind == "gru":
             # The reset gate scales only the recurrent part of the candidate: the two projections stay apart.
             self.input_table = F.linear(embedding, w_ih[0], b_ih[0])
-            self.input_projections = [None] + [Projection(w_ih[layer], b_ih[layer], precision) for layer in range(1, self.layers)]
+            # From the second layer up: the first reads input_table.
+            self.input_projections = [Projection(w_ih[layer], b_ih[layer], precision)
+                                      for layer in range(1, self.layers)]
             self.recurrent_projections = [Projection(w_hh[layer], b_hh[layer], precision) for layer in range(self.layers)]
         else:
             # The gates see one sum, W_ih x + b_ih + W_hh h + b_hh. The first layer's input part depends
@@ -141,11 +159,12 @@ class Stepper:
             self.reset(ids.size(0))
         below = None  # the layer below's new hidden state
         for layer, state in enumerate(self.states):
+            hidden = hidden_of(state)
             if self.kind == "gru":
-                projection = self.input_table.index_select(0, ids) if below is None else self.input_projections[layer](below)
-                state, internals = gru_update(projection, self.recurrent_projections[layer](state), state)
+                projection = (self.input_table.index_select(0, ids) if below is None
+                              else self.input_projections[layer - 1](below))
+                state, internals = gru_update(projection, self.recurrent_projections[layer](hidden), hidden)
             else:
-                hidden = hidden_of(state)
                 if below is None:
                     summed = self.summed_projections[0](hidden, addend=self.input_table.index_select(0, ids))
                 else:
@@ -153,9 +172,62 @@ class Stepper:
                 state, internals = UPDATES[self.kind](summed, state)
             self.states[layer] = state
             below = internals["hidden"]
+        assert below is not None  # a model has at least one layer
         return self.head(below)
 
     @property
     def state(self) -> State:
         """The carried state in the model's layout: [layers, batch, hidden] (a pair for the LSTM)."""
         return join_layers(self.states)
+
+
+Step = TypeVar("Step")
+# Torch's own thread count (the cores, or OMP_NUM_THREADS), taken before generation changes it.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def thread_choices(num_samples: int) -> tuple[int, ...]:
+    """The thread counts worth timing for a batch of `num_samples`: one, or one and every core."""
+    return (1,) if num_samples < BATCHED_SAMPLES or DEFAULT_THREADS == 1 else (DEFAULT_THREADS, 1)
+
+
+def on_fastest_threads(steps: Iterable[Step], choices: tuple[int, ...], probe: int = 32, every: int = 2000,
+                       clock: Callable[[], float] = time.perf_counter) -> Iterator[Step]:
+    """Yield `steps`, each computed on whichever of `choices` thread counts ran `probe` steps fastest.
+
+    The first step is never timed: it holds the set-up (the prime, packing the weights). Every
+    `every` steps the choices are timed again. A timing holds only the steps' own work: the
+    `probe` steps are computed before any is yielded. The caller's thread count is restored once
+    the steps run out or the generator is closed.
+    """
+    previous = torch.get_num_threads()
+    try:
+        yield from fastest_threads(iter(steps), choices, probe, every, clock)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fastest_threads(steps: Iterator[Step], choices: tuple[int, ...], probe: int, every: int,
+                    clock: Callable[[], float]) -> Iterator[Step]:
+    torch.set_num_threads(choices[0])
+    yield from itertools.islice(steps, 1)
+    if len(choices) == 1:
+        yield from steps
+        return
+    while True:
+        seconds_per_step: dict[int, float] = {}
+        for threads in choices:
+            torch.set_num_threads(threads)
+            start = clock()
+            timed = list(itertools.islice(steps, probe))
+            seconds_per_step[threads] = (clock() - start) / max(len(timed), 1)
+            yield from timed
+            if len(timed) < probe:
+                return
+        torch.set_num_threads(min(seconds_per_step, key=seconds_per_step.__getitem__))
+        ran = 0
+        for step in itertools.islice(steps, every):
+            ran += 1
+            yield step
+        if ran < every:
+            return

@@ -5,8 +5,7 @@ import itertools
 import pytest
 import torch
 
-from charrnn.stepper import BATCHED_SAMPLES
-from charrnn.threads import DEFAULT_THREADS, on_fastest_threads, thread_choices
+from charrnn.stepper import BATCHED_SAMPLES, DEFAULT_THREADS, on_fastest_threads, thread_choices
 
 
 class Machine:
