@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the browser as the page's test drives
 
 from charrnn import checkpoint  # noqa: E402
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig, to_dict  # noqa: E402
-from charrnn.export_html import write_html  # noqa: E402
+from charrnn.export import write_html  # noqa: E402
 from charrnn.model import CharRNN, model_from_checkpoint  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
 from charrnn.schema import Checkpoint  # noqa: E402

@@ -1,4 +1,4 @@
-"""export_html: one self-contained page whose JavaScript writes what charrnn writes, in a real browser."""
+"""export --format html: one self-contained page whose JavaScript writes what charrnn writes, in a real browser."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import headless_chromium
 from charrnn import checkpoint
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig
-from charrnn.export_html import render_html, script_safe, write_html
+from charrnn.export import render_html, script_safe, write_html
 from charrnn.model import CharRNN, model_from_checkpoint
 from charrnn.schema import Checkpoint
 from charrnn.sample import generate

@@ -11,8 +11,8 @@ import torch
 from charrnn import export
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig
+from charrnn.export import one_step_model
 from charrnn.model import CharRNN, model_from_checkpoint
-from charrnn.onnx_graph import one_step_model
 from charrnn.sample import generate
 from charrnn.schema import Checkpoint
 from charrnn.vocab import Vocab
