@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
-from charrnn import cache, writes
+from charrnn import writes
 from charrnn.errors import CharRNNError
 
 CATALOGUE = Path(__file__).resolve().parent / "catalogue.json"  # package data: installed with the code
@@ -162,7 +162,7 @@ def is_named_corpus(argument: str) -> bool:
 
 
 def corpora_root() -> Path:
-    return cache.user_cache_dir() / "corpora"
+    return writes.user_cache_dir() / "corpora"
 
 
 def corpus_dir(name: str) -> Path:
@@ -195,13 +195,13 @@ def archive_path(entry: Entry) -> Path:
 
 def file_mode(path: Path) -> int:
     """`path`'s permissions cut to at most 0600: a copy is never readable by more people than its original."""
-    return stat.S_IMODE(path.stat().st_mode) & cache.PRIVATE_FILE
+    return stat.S_IMODE(path.stat().st_mode) & writes.PRIVATE_FILE
 
 
 def source_mode(url: str) -> int:
     """The mode for a download: 0600, or less where a local file:// source is less."""
     parsed = urllib.parse.urlparse(url)
-    return file_mode(Path(urllib.request.url2pathname(parsed.path))) if parsed.scheme == "file" else cache.PRIVATE_FILE
+    return file_mode(Path(urllib.request.url2pathname(parsed.path))) if parsed.scheme == "file" else writes.PRIVATE_FILE
 
 
 def is_cached(entry: Entry) -> bool:
@@ -336,8 +336,8 @@ def fetch(name: str, progress: Optional[Progress] = None, log: Optional[Log] = N
         raise CharRNNError(f"{name}: not a file, a directory, or a corpus in the catalogue (known: {known}); see `charrnn corpus list`")
     entry = catalogue[name]
     text, downloaded = text_path(entry), archive_path(entry)  # checked to stay in the cache before anything is made
-    cache.private_directory(corpora_root())  # an older charrnn left it 0755
-    writes.remove_orphans(cache.private_directory(downloaded.parent))
+    writes.private_directory(corpora_root())  # an older charrnn left it 0755
+    writes.remove_orphans(writes.private_directory(downloaded.parent))
     if entry.archive and text.is_file():
         return keep_private(text)  # extracted only after its archive passed the check
     fresh = not downloaded.is_file()

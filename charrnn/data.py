@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from charrnn import cache, corpora, streams, writes
+from charrnn import corpora, streams, writes
 from charrnn.errors import CharRNNError
 from charrnn.vocab import UNKNOWN, Vocab, code_points, id_dtype
 
@@ -274,18 +274,19 @@ def encode_sources(sources: list[Source], encoding: str, errors: str, vocab: Opt
 
 
 def encoded_dir() -> Path:
-    return cache.user_cache_dir() / "encoded"
+    return writes.user_cache_dir() / "encoded"
 
 
 def cache_key(sources: list[Source], encoding: str, errors: str, vocab: Optional[Vocab]) -> Optional[str]:
     """A key that changes whenever a file changes; None when a source (stdin, a FIFO) cannot be keyed."""
-    if any(s.path is None for s in sources):
+    paths = [source.path for source in sources if source.path is not None]
+    if len(paths) < len(sources):
         return None
     files = []
-    for source in sources:
-        status = source.path.stat()
+    for path in paths:
+        status = path.stat()
         # ctime and inode too: a file replaced by rename (rsync -t, cp -p) may keep its size and mtime.
-        files.append([str(source.path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino])
+        files.append([str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino])
     material = json.dumps([READING, files, encoding, errors, vocab.chars if vocab else None])
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
@@ -320,11 +321,11 @@ def write_cached(key: str, encoded: Encoded) -> None:
     ids, vocab, oov, lengths = encoded
     meta = json.dumps({"chars": vocab.chars, "oov": oov, "lengths": lengths}).encode("utf-8", "surrogatepass")
     try:
-        folder = cache.private_directory(encoded_dir())
+        folder = writes.private_directory(encoded_dir())
         writes.remove_orphans(folder)
         # The .json first: a reader that finds the .npy then finds its .json too, and never calls it damaged.
         for suffix, write in ((".json", lambda f: f.write(meta)), (".npy", lambda f: np.save(f, ids))):
-            with writes.written_atomically(folder / f"{key}{suffix}", cache.PRIVATE_FILE) as f:
+            with writes.written_atomically(folder / f"{key}{suffix}", writes.PRIVATE_FILE) as f:
                 write(f)
     except (OSError, CharRNNError):  # CharRNNError: a link at an entry's name, which is never written through
         pass

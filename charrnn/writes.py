@@ -8,6 +8,10 @@ refused. A file kept open and written in place (a run's lock, the metrics append
 O_NOFOLLOW and must be a plain file with one name (a hard link shares the user's data). Only the last
 component of a path is guarded: folders above it (/tmp on macOS, a runs folder on another disk) may be
 links.
+
+The user cache is one place per install (platformdirs), readable by the user alone: what it holds is a copy of
+the user's text (encoded corpora, downloads), so it is private whatever the umask or the permissions of the text
+it came from.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from charrnn.errors import CharRNNError
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has none; its links need privileges to make
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+PRIVATE_DIRECTORY = 0o700
+PRIVATE_FILE = 0o600
 
 
 def refuse_link(path: Path) -> None:
@@ -171,3 +177,32 @@ def remove_orphans(folder: Path, pattern: str = ".*.*.tmp") -> None:
         owner = candidate.name.rsplit(".", 2)[-2]
         if owner.isdigit() and not process_alive(int(owner)):
             candidate.unlink(missing_ok=True)
+
+
+def user_cache_dir() -> Path:
+    """$CHARRNN_CACHE_DIR, else the platform's user cache (XDG on Linux, ~/Library/Caches, %LOCALAPPDATA%)."""
+    override = os.environ.get("CHARRNN_CACHE_DIR")
+    if override:
+        return Path(override)
+    # Imported here: with the variable set, charrnn runs where platformdirs is missing (the GPU machines' image).
+    from platformdirs import user_cache_path
+
+    return user_cache_path("charrnn", appauthor=False)
+
+
+def private_directory(path: Path) -> Path:
+    """Create `path` and any missing parents as 0700, and make `path` itself 0700 if it already existed.
+
+    Parents that already exist keep their permissions: $CHARRNN_CACHE_DIR may point into a shared folder.
+    """
+    missing = []
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        folder.mkdir(mode=PRIVATE_DIRECTORY, exist_ok=True)
+    os.chmod(path, PRIVATE_DIRECTORY)  # mkdir's mode passes through the umask; an old cache was 0755
+    for folder in missing:
+        os.chmod(folder, PRIVATE_DIRECTORY)
+    return path

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import cache, cli, corpora
+from charrnn import cli, corpora, writes
 from charrnn.__main__ import run
 from charrnn.errors import CharRNNError
 from conftest import ENGLISH, TINY_MODEL
@@ -91,7 +91,7 @@ def test_fetch_downloads_once_then_reuses(catalogue):
     source = catalogue()
     seen = []
     path = corpora.fetch("tiny", progress=lambda done, total: seen.append((done, total)))
-    assert path.read_text("utf-8") == TEXT and path.is_relative_to(cache.user_cache_dir())
+    assert path.read_text("utf-8") == TEXT and path.is_relative_to(writes.user_cache_dir())
     assert seen and seen[-1][0] == len(TEXT.encode())
     source.unlink()  # the mirror is gone: a second fetch must not need it
     assert corpora.fetch("tiny") == path
@@ -255,7 +255,7 @@ def test_a_link_planted_in_the_cache_does_not_lead_a_download_out(catalogue, tmp
     catalogue()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o755)
-    (cache.user_cache_dir() / "corpora").mkdir(parents=True)
+    (writes.user_cache_dir() / "corpora").mkdir(parents=True)
     corpora.corpus_dir("tiny").symlink_to(elsewhere)
     with pytest.raises(CharRNNError, match="outside the corpus cache"):
         corpora.fetch("tiny")
