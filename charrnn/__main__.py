@@ -4,8 +4,13 @@ takes seconds); however it ends, one line on stderr and the documented exit code
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from charrnn.errors import INTERRUPTED, USAGE, CharRNNError, SettingError, escaped, reports
+
+if TYPE_CHECKING:  # a local annotation's names only: which of the two exists depends on typer's version
+    from click import ClickException
+    from typer import TyperException
 
 
 def stop(number, frame):
@@ -51,6 +56,7 @@ def run(app) -> None:
     """The typer `app` (charrnn.cli's) on sys.argv: its errors as one line on stderr, and the documented exit codes."""
     import typer
 
+    UsageProblem: type[TyperException] | type[ClickException]
     try:  # recent typer vendors click: its usage errors derive from TyperException
         from typer import TyperException as UsageProblem
     except ImportError:  # older typer depends on click itself

@@ -137,7 +137,9 @@ class CellStack(nn.Module):
         Keys: "hidden"; LSTM also "cell", "input_gate", "forget_gate", "output_gate", "candidate";
         GRU also "reset_gate", "update_gate", "candidate". Call under eval() and no_grad() to look.
         """
-        return self._run(inputs, state, collect_internals=True)
+        outputs, state, internals = self._run(inputs, state, collect_internals=True)
+        assert internals is not None  # _run collects them when asked
+        return outputs, state, internals
 
     def _run(
         self, inputs: Tensor, state: Optional[State], collect_internals: bool
@@ -147,14 +149,16 @@ class CellStack(nn.Module):
         if state is None:
             state = zero_state(self.kind, self.num_layers, inputs.shape[0], self.hidden_size, inputs.device, inputs.dtype)
         layer_states = split_layers(state)
-        final_states, internals = [], []
+        final_states: list[State] = []
+        internals: list[Internals] = []
         layer_input = inputs
         for layer in range(self.num_layers):
             layer_output, final_state, layer_internals = self._run_layer(
                 layer, layer_input, layer_states[layer], collect_internals
             )
             final_states.append(final_state)
-            internals.append(layer_internals)
+            if layer_internals is not None:
+                internals.append(layer_internals)
             is_last = layer == self.num_layers - 1
             # Dropout goes between layers only, as in torch: never on the stack's own output.
             layer_input = layer_output if is_last else F.dropout(layer_output, self.dropout, self.training)

@@ -7,13 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import List, Optional
 
 import typer
 from typing_extensions import Annotated
 
 from charrnn import __version__, install_command
-from charrnn.config import (EXPORT_FORMATS, RUN_SORTS, VIZ_FEATURES, DynamicSettings, FineTuneDefaults, TrainConfig,
+from charrnn.config import (VIZ_FEATURES, DynamicSettings, ExportFormat, FineTuneDefaults, RunSort, TrainConfig,
                             dynamic_settings)
 from charrnn.errors import INTERRUPTED, SettingError, TrainingInterrupted, escaped, is_main
 from charrnn.rundir import RUNS_DIR
@@ -144,6 +144,7 @@ def sample(
     if as_json and separator is not None:
         raise SettingError("--separator does not apply to --json, which writes one object per line; leave one of them out")
     lm = api.load(checkpoint_arg, device, impl, sha256=as_json)
+    assert lm.path is not None  # load() names the file it read
     settings = lm.settled(settings)  # the seed and precision made exact, to record; refused before any text is written
     pieces = prime_pieces(prime, encoding, whole=as_json)
     record = {"device": lm.device.type, "impl": impl, "checkpoint": os.path.abspath(lm.path), "sha256": lm.sha256,
@@ -240,14 +241,11 @@ def score(
             out.flush()
 
 
-SortKey = Literal[RUN_SORTS]
-
-
 @app.command()
 def runs(
     directory: Annotated[Path, typer.Argument(help="The directory that holds the runs.")] = RUNS_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run.")] = False,
-    sort: Annotated[SortKey, typer.Option(help="name; bpc (best first); written (newest first); steps, time, size (most first).")] = "name",
+    sort: Annotated[RunSort, typer.Option(help="name; bpc (best first); written (newest first); steps, time, size (most first).")] = "name",
 ):
     """The runs under ./runs (or DIRECTORY), one line each.
 
@@ -264,9 +262,6 @@ def runs(
                 print(json.dumps(run.as_dict()))
         elif summaries:
             print("\n".join(runs_lib.table(summaries)))
-
-
-ExportFormat = Literal[EXPORT_FORMATS]
 
 
 @app.command()

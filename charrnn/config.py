@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 from charrnn.errors import SettingError
 
@@ -18,8 +18,11 @@ WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 # More of the CLI's choices, here without torch so that `charrnn --help` needs none: the modules that do the
 # work key their tables by these, and check at import that they agree.
-RUN_SORTS = ("name", "bpc", "written", "steps", "time", "size")  # charrnn.runs.SORT_KEYS
-EXPORT_FORMATS = ("hf", "onnx", "html")  # charrnn.export.FORMATS
+# (Literal types, which typer offers as choices and mypy checks.)
+RunSort = Literal["name", "bpc", "written", "steps", "time", "size"]  # charrnn.runs.SORT_KEYS
+ExportFormat = Literal["hf", "onnx", "html"]  # charrnn.export.FORMATS
+RUN_SORTS: tuple[str, ...] = get_args(RunSort)
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 VIZ_FEATURES = ("line-position", "quotes", "brackets", "word-position", "space", "uppercase", "vowel",
                 "punctuation")  # charrnn.viz.FEATURES
 

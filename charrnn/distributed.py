@@ -107,14 +107,17 @@ class Group:
 
     def broadcast_bytes(self, data: Optional[bytes]) -> bytes:
         """Rank 0's `data` on every rank (the others pass None): its length first, then the bytes."""
-        if not self.active:
+        if self.is_main:
+            assert data is not None  # rank 0 sends what the others receive
+            if self.active:
+                dist.broadcast(torch.tensor([len(data)], dtype=torch.int64, device=self.device), src=0)
+                dist.broadcast(byte_tensor(data).to(self.device), src=0)
             return data
-        length = torch.tensor([len(data) if self.is_main else 0], dtype=torch.int64, device=self.device)
+        length = torch.zeros(1, dtype=torch.int64, device=self.device)
         dist.broadcast(length, src=0)
-        buffer = (byte_tensor(data).to(self.device) if self.is_main
-                  else torch.empty(int(length), dtype=torch.uint8, device=self.device))
+        buffer = torch.empty(int(length), dtype=torch.uint8, device=self.device)
         dist.broadcast(buffer, src=0)
-        return data if self.is_main else buffer.cpu().numpy().tobytes()
+        return buffer.cpu().numpy().tobytes()
 
     def stop_all(self, message: str) -> NoReturn:
         """Stop every rank with `message`, which all of them reached: rank 0 reports it, the others echo it."""
@@ -130,15 +133,17 @@ class Group:
         if not self.active:
             return work()
         try:
-            value, failure = work(), ""
+            value = work()
         except CharRNNError as error:
-            value, failure = None, str(error) or type(error).__name__
+            failure = str(error) or type(error).__name__
+        else:
+            failure = ""
         failures = [data.decode("utf-8", "replace")
                     for data in self.gather_bytes(failure.encode("utf-8", "backslashreplace"))]
         failed = next((rank for rank, said in enumerate(failures) if said), None)
         if failed is not None:
             self.stop_all(failures[failed] if failed == 0 else f"process {failed}: {failures[failed]}")
-        return value
+        return value  # set: had work() failed here, this rank would have stopped above
 
     def from_main(self, work: Callable[[], T]) -> T:
         """Run `work` on rank 0 only and hand every rank its result, or the same CharRNNError.
@@ -148,9 +153,12 @@ class Group:
         """
         if not self.active:
             return work()
-        value = self.on_every_rank(work if self.is_main else lambda: None)
-        sent = self.broadcast_bytes(packed(value) if self.is_main else None)
-        return value if self.is_main else unpacked(sent)
+        if self.is_main:
+            value = self.on_every_rank(work)
+            self.broadcast_bytes(packed(value))
+            return value
+        self.on_every_rank(lambda: None)
+        return unpacked(self.broadcast_bytes(None))
 
     def check_same(self, digest: Callable[[], bytes], message: str) -> None:
         """Stop every rank with `message` unless `digest()` (e.g. of the corpus each read) is the same on all.
@@ -228,7 +236,7 @@ def corpus_digest(ids: np.ndarray, chars: str) -> bytes:
     """A corpus in 32 bytes, its vocabulary and every id (sha256): what the ranks compare, not the corpus itself."""
     text = chars.encode("utf-8", "surrogatepass")
     hashed = hashlib.sha256(len(text).to_bytes(8, "little") + text)
-    hashed.update(np.ascontiguousarray(ids))
+    hashed.update(np.ascontiguousarray(ids).data)  # a memoryview: the ids' bytes, not copied
     return hashed.digest()
 
 
@@ -265,7 +273,7 @@ def start(device_name: str) -> Group:
         return Group(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
     try:
         dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                **({"device_id": device} if backend == "nccl" else {}))
+                                device_id=device if backend == "nccl" else None)
     except (RuntimeError, ValueError) as error:
         raise CharRNNError(f"process {rank} could not join the job ({first_line(error)}); "
                            "check torchrun's --rdzv-endpoint / --master-addr and that every machine can reach it") from None

@@ -10,6 +10,7 @@ comes, and the steps stop once every sample has ended.
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, TextIO, Union
 
 from charrnn.config import SamplingSettings
@@ -49,7 +50,8 @@ class SampleText:
         # Longest first: of stop strings completed by one character, the longest began earliest.
         self.stops = sorted(set(stops), key=len, reverse=True)
         self.beginnings = {stop[:size] for stop in self.stops for size in range(1, len(stop))}
-        self.held, self.ready, self.ended = "", [], False
+        self.held, self.ended = "", False
+        self.ready: list[str] = []
 
     def add(self, char: str) -> None:
         if self.ended:
@@ -80,7 +82,7 @@ class SampleText:
 
 
 class Part(NamedTuple):
-    index: int  # which sample of the batch
+    sample: int  # which sample of the batch (not `index`: that would hide tuple.index)
     text: str  # its next stretch of text
     ended: bool  # whether the sample is complete with it
 
@@ -102,7 +104,7 @@ def ordered_parts(steps: Iterable[Sequence[str]], num_samples: int, stops: Seque
     yield from released(samples, first)
 
 
-def released(samples: list[SampleText], first: int) -> Iterator[Part]:
+def released(samples: list[SampleText], first: int) -> Generator[Part, None, int]:
     """What can be written now: sample `first`'s new text, then each next sample's as long as the one before
     it has ended. Returns the new first unfinished sample."""
     for index in range(first, len(samples)):
@@ -121,7 +123,7 @@ def whole_samples(parts: Iterable[Part]) -> Iterator[tuple[int, str]]:
     for part in parts:
         texts.append(part.text)
         if part.ended:
-            yield part.index, "".join(texts)
+            yield part.sample, "".join(texts)
             texts.clear()
 
 
@@ -192,6 +194,7 @@ def write_out(out: TextIO, parts_of: Callable[[Iterable[str], SamplingSettings],
     try:
         parts = parts_of(passed_on(pieces, (shown or out).write), settings)
         if record is not None:
+            assert shown is not None  # kept whenever there is a record
             write_records(out, parts, shown, {"prime": "".join(pieces), **settings.record(), **record})
         else:
             write_samples(out, parts, shown, separator if separator is not None else "\n" if settings.lines else "\n\n")
@@ -205,12 +208,12 @@ def write_samples(out: TextIO, parts: Iterable[Part], shown: Optional[ShownPrime
     line's end and each sample's, so that a reader down the pipe gets them whole without waiting."""
     writing = None  # the sample being written
     for part in parts:
-        if part.index != writing:
+        if part.sample != writing:
             if writing is not None:
                 out.write(separator)
             if shown is not None:
                 out.writelines(shown.pieces())
-            writing = part.index
+            writing = part.sample
         out.write(part.text)
         if part.ended or "\n" in part.text:
             out.flush()

@@ -100,7 +100,8 @@ def run_cells(run: RunSummary) -> tuple[str, ...]:
     """A run's row of the table; an unreadable run shows its problem in place of the figures."""
     if run.problem is not None:
         return escaped(run.name), f"unreadable: {escaped(run.problem)}"
-    parameters = f"{run.parameters / 1e6:.2f}M" if run.parameters >= 1e6 else f"{run.parameters / 1e3:.1f}K"
+    size = run.parameters
+    parameters = "-" if size is None else f"{size / 1e6:.2f}M" if size >= 1e6 else f"{size / 1e3:.1f}K"
     return (escaped(run.name), f"{run.model} {run.layers}x{run.hidden}", parameters, escaped(run.corpus or "-"),
             "-" if run.steps is None else f"{run.steps:,}",
             "-" if run.elapsed_s is None else format_duration(run.elapsed_s),

@@ -116,6 +116,7 @@ def steps(model: CharRNN, vocab: Vocab, prime: Iterable[np.ndarray], settings: S
     logits, state = read_prime(model, prime, device)
     if logits is None:  # no prime: start as at the beginning of a line, so the first character is a likely one
         logits, state = read_prime(model, encoded(vocab, "\n" if "\n" in vocab else vocab.chars[0]), device)
+        assert logits is not None  # a prime of one known character
     logits = logits.expand(settings.n, -1)
     stepper = Stepper(model, state, precision)
     stepper.repeat(settings.n)

@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -120,7 +120,7 @@ def decode(path: Path, payload, size: int) -> Checkpoint:
 
 def from_payload(payload: dict) -> Checkpoint:
     """A checked payload (`decode`, or rank 0's sent to the others) as a Checkpoint."""
-    plain = {name: payload.get(name) for name in PLAIN}
+    plain: dict[str, Any] = {name: payload.get(name) for name in PLAIN}
     plain.update(encoding=plain["encoding"] or "utf-8", errors=plain["errors"] or "strict",
                  history=plain["history"] or [])
     resume = None

@@ -86,8 +86,9 @@ def fits(batch: list[str], line: str) -> bool:
 
 
 def summed_nats(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                state: Optional[State] = None) -> tuple[torch.Tensor, State]:
-    """-ln p of the targets, summed per row where `mask` is set, TIME_CHUNK columns per call; and the state after."""
+                state: Optional[State] = None) -> tuple[torch.Tensor, Optional[State]]:
+    """-ln p of the targets, summed per row where `mask` is set, TIME_CHUNK columns per call; and the state after
+    (the one given, when there are no columns)."""
     nats = torch.zeros(inputs.size(0), dtype=torch.float64, device=inputs.device)
     for start in range(0, inputs.size(1), TIME_CHUNK):
         columns = slice(start, start + TIME_CHUNK)
@@ -162,10 +163,12 @@ def score_pieces(model: CharRNN, vocab: Vocab, pieces: Iterable[Piece], device: 
             batch = [text]
             continue
         long_line = score_long_line(model, vocab, text, pieces, device)
+        spool = long_line.line
+        assert isinstance(spool, TextSpool)  # a line in several pieces is always spooled
         try:
             yield [long_line]
         finally:
-            long_line.line.close()  # once the caller has written it, or stopped
+            spool.close()  # once the caller has written it, or stopped
     if batch:
         yield score_batch(model, vocab, batch, device)
 

@@ -44,7 +44,7 @@ class StopSignals:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         self.received: Optional[int] = None
-        self.previous = {}
+        self.previous: dict[int, Callable | int | None] = {}  # signal.signal's previous handlers, restored on exit
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -154,7 +154,7 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
 
 
 def gradients(network: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-              state, precision: str, grad_clip: float) -> tuple[torch.Tensor, object]:
+              state: Optional[State], precision: str, grad_clip: float) -> tuple[torch.Tensor, State]:
     """Forward, loss and clipped gradients of one window: the loss, and the state to carry to the next window."""
     with autocast(inputs.device, precision):
         logits, state = network(inputs, state)
@@ -269,14 +269,20 @@ def plan_run(corpus_args: list[str], model_config: ModelConfig, train_config: Tr
     model_config.validate()
     train_config.validate()
     # A fine-tuned run (--init-from) grows the starting checkpoint's vocabulary; on resume, last.pt says which.
-    base_chars = None if init_from is None else init.vocab if init else saved.vocab[: init_from["vocab_size"]]
+    if init_from is None:
+        base_chars = None
+    elif init is not None:
+        base_chars = init.vocab
+    else:
+        assert saved is not None  # init_from without init: the resumed run's own
+        base_chars = saved.vocab[: init_from["vocab_size"]]
     corpus = read_corpus(group, corpus_args, encoding, errors, base_chars, log if group.is_main else None)
     digest = checked_text(group, saved, corpus)
-    if saved is not None and saved.resume.corpus_digest is None:
+    if saved is not None and (saved.resume is None or saved.resume.corpus_digest is None):
         warnings.append(f"{Path(out_dir) / checkpoint.LAST} comes from a charrnn that kept no digest of its text, so "
                         "a change to the corpus since the run began cannot be seen; going on")
     # Said once the corpus has loaded, so that bad input gets its one error line alone.
-    notes = [f"no --steps or --time given: training for {format_duration(train_config.time_budget)}"] \
+    notes = [f"no --steps or --time given: training for {format_duration(budget.DEFAULT_TIME_BUDGET_S)}"] \
         if budget_defaulted else []
     windows, val_windows = cut_windows(group, corpus, train_config)
     plan = RunPlan(Path(out_dir), replace(model_config, vocab_size=len(corpus.vocab)), train_config, corpus, windows,
@@ -384,6 +390,7 @@ class Trainer:
     def restore(self, saved: Checkpoint) -> None:
         """Continue where last.pt stopped: weights, optimizer, progress, this rank's carried state and RNG."""
         resume = saved.resume
+        assert resume is not None  # open_run_directory refuses a last.pt without one
         self.model.load_state_dict(saved.weights)
         self.optimizer.load_state_dict(resume.optimizer)
         self.optimizer.param_groups[0]["weight_decay"] = self.train_config.weight_decay  # matrices' (make_optimizer)
@@ -396,6 +403,7 @@ class Trainer:
         """Start from the --init-from checkpoint's weights, grown for the corpus's new characters."""
         train_ids, _ = self.corpus.split(self.train_config.val_fraction)
         finetune.start_from(self.model, init, train_ids, self.device)
+        assert self.plan.init_from is not None  # made with init (finetune.load_init)
         self.reporter.log(finetune.starting_line(self.plan.init_from, len(self.corpus.vocab), self.train_config.lr,
                                                  self.model_config.dropout))
 
@@ -431,8 +439,8 @@ class Trainer:
         per_window = self.val_windows.batch_size * self.val_windows.seq_len
         share = self.group.shard(self.val_windows)  # each rank scores its own streams; the sums are the whole
         windows = max(1, -(-pacer.eval_chars() // per_window))  # rounded up: a padded last window scores fewer
-        nats, count = total_loss(self.model, share, self.device, max_windows=windows) if share.batch_size else (0.0, 0)
-        nats, count = self.group.sum(nats, count)
+        nats, count = self.group.sum(*(total_loss(self.model, share, self.device, max_windows=windows)
+                                       if share.batch_size else (0.0, 0)))
         pacer.validated(int(count))
         self.progress.val_chars = pacer.pass_chars  # last.pt keeps it: a resumed run's passes score as many
         return nats / count

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from charrnn import writes
+from charrnn.cells import CellStack
 from charrnn.config import VIZ_FEATURES
 from charrnn.errors import CharRNNError, SettingError
 from charrnn.model import model_from_checkpoint
@@ -47,6 +48,7 @@ class Trace:
 
     @property
     def unseen(self) -> int:
+        assert self.known is not None  # filled in by __post_init__
         return int((~self.known).sum())
 
 
@@ -64,6 +66,7 @@ def trace_text(saved, text: str, device: Optional[torch.device] = None) -> Trace
     model = model_from_checkpoint(saved, impl="cells", device=device)  # same weights, the cells can show their gates
     start = vocab.chars.index("\n") if "\n" in vocab else 0
     ids = torch.from_numpy(np.append(start, known_ids).astype(np.int64)).unsqueeze(0).to(device or "cpu")
+    assert isinstance(model.rnn, CellStack)  # impl="cells"
     outputs, _, internals = model.rnn.trace(model.embedding(ids))
     # Position 0 reads the start character; position t+1 has just read the t-th known character.
     activations = {(layer, kind): spread(values[0, 1:].float().cpu().numpy(), known)

@@ -62,6 +62,11 @@ def test_without_stop_strings_the_first_sample_streams_and_the_rest_follow_whole
     assert list(ordered_parts([], 2)) == [Part(0, "", True), Part(1, "", True)]  # --length 0
 
 
+def test_a_part_is_a_whole_tuple_its_sample_named_and_tuple_methods_intact():
+    part = Part(1, "ab", True)
+    assert part.sample == 1 and part.index("ab") == 1  # a field named `index` hid tuple.index
+
+
 def test_stops_cut_a_real_batch_where_they_begin():
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=len(VOCAB), model="lstm", layers=1, hidden=16, embed=8)).eval()
