@@ -188,8 +188,8 @@ def torchrun_train_and_sample(context: Context) -> dict:
     model, vocab = model_from_checkpoint(saved, device=device), Vocab(saved.vocab)
     text = "".join(c for (c,) in generate(model, vocab, settings=SamplingSettings(length=200, seed=0), device=device))
     return {"ok": collective["all_reduce_ok"] and trained_steps == steps, **collective,
-            "trained_steps": trained_steps, "val_loss": saved.val_loss, "written_on": saved.device, "sample": text[:80],
-            "sample_nats_per_char": nats_per_char(model_from_checkpoint(saved, device=torch.device("cpu")), vocab, text)}
+            "trained_steps": trained_steps, "val_loss": saved.val_loss, "written_on": saved.device,
+            "sample": text[:80], "sample_nats_per_char": nats_per_char(model_from_checkpoint(saved, device=torch.device("cpu")), vocab, text)}
 
 
 def nats_per_char(model, vocab: Vocab, text: str) -> float:
