@@ -103,6 +103,12 @@ class LanguageModel:
         one after another; use `parts` to tell them apart."""
         return (part.text for part in self.parts(prime, settings, **overrides) if part.text)
 
+    def provenance(self) -> dict:
+        """Besides the settings, what reproduces this model's samples (`sample --json` records it): the device, the
+        implementation, the checkpoint's path and, when loaded with sha256=True, its digest."""
+        return {"device": self.device.type, "impl": self.impl,
+                "checkpoint": None if self.path is None else os.path.abspath(self.path), "sha256": self.sha256}
+
     # --- reading text ---------------------------------------------------------------------------------------
 
     def evaluate(self, text: str, dynamic: Dynamic = False) -> dict:
@@ -183,6 +189,11 @@ class LanguageModel:
                 raise CharRNNError(f"this run's corpus {escaped(source)} is not a file or directory on this machine, so its "
                                    "validation split cannot be re-read; pass FILE (or - for stdin) to score")
         return sources
+
+    def training_corpus_name(self) -> str:
+        """`training_corpus` as a person reads it: its files, or the built-in corpus's name."""
+        sources = self.training_corpus()
+        return ", ".join(sources) or corpus_name(sources)
 
     def score(self, lines: Iterable[str]) -> Iterator[LineScore]:
         """Each line's score (`.bpc`, `.nats`, `.chars`, `.oov`, `.line`; `.as_dict()`), in order, lazily:

@@ -228,6 +228,11 @@ class SamplingSettings:
     stop: tuple[str, ...] = ()  # a sample ends before the first of these
     lines: bool = False  # each sample one line
 
+    @classmethod
+    def from_options(cls, options: dict) -> SamplingSettings:
+        """The settings among a command's options, by field name; the other options, and those not given, left out."""
+        return cls(**{field.name: options[field.name] for field in fields(cls) if options.get(field.name) is not None})
+
     def __post_init__(self):
         object.__setattr__(self, "stop", tuple(self.stop))  # a list is kept as a tuple, so the settings stay frozen
         # Written so that NaN fails each test: it compares false with everything.

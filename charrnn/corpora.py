@@ -370,6 +370,16 @@ def fetch_shown(arguments: list[str], quiet: bool = False) -> None:
             fetch_with_bar(name, console, log=log, warn=say)
 
 
+def fetch_named(names: list[str], quiet: bool = False) -> list[Path]:
+    """`charrnn corpus fetch`: every name checked against the catalogue before anything is downloaded, then each
+    fetched as `fetch_shown` shows it; where each one lives."""
+    for name in names:
+        if not is_named_corpus(name):
+            fetch(name)  # raises the one-line error that lists the known names
+    fetch_shown(names, quiet)
+    return [fetch(name) for name in names]
+
+
 def fetch_with_bar(name: str, console, **messages) -> None:
     """One named corpus's download, with a progress bar on `console`."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn

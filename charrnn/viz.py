@@ -333,6 +333,12 @@ class View:
         page = html_page(self.text, self.levels, self.values, self.title, self.ranking, self.label)
         writes.write_atomically(path, page.encode("utf-8"))
 
+    def terminal_lines(self, html_out: Optional[Path] = None) -> list:
+        """What `charrnn viz` prints on a terminal: the ranking, the title, then the colored text (or, with --html,
+        where the page went)."""
+        ranking = [f"r {found.correlation:+.3f}  {found.describe()}" for found in self.ranking or []]
+        return [*ranking, self.title, terminal_text(self.text, self.levels) if html_out is None else f"wrote {html_out}"]
+
     def as_dict(self) -> dict:
         """The --json object: the title, the unit, the text, the values per character, the ranking."""
         return {"title": self.title, "unit": self.unit.as_dict() if self.unit else None, "text": self.text,

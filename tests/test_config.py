@@ -73,6 +73,13 @@ def test_sampling_settings_refuse_what_no_model_could_use_and_record_what_they_h
                              "num_samples": 3, "precision": "auto", "stop": ["ab"], "lines": True}
 
 
+def test_sampling_settings_from_a_commands_options_take_their_fields_and_leave_the_rest():
+    options = {"temperature": 0.0, "n": 2, "stop": None, "seed": None, "lines": False, "prime": "x", "as_json": True}
+    assert SamplingSettings.from_options(options) == SamplingSettings(temperature=0.0, n=2)
+    with pytest.raises(SettingError):
+        SamplingSettings.from_options({"temperature": -1.0})
+
+
 def test_one_impl_check_serves_the_run_settings_and_the_network():
     from charrnn.cells import recurrent_stack
 
