@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charrnn.cells import GATES  # noqa: E402
+from charrnn.model import GATES  # noqa: E402
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig  # noqa: E402
 from charrnn.device import pick_device, resolve_precision  # noqa: E402
 from charrnn.sample import generate  # noqa: E402

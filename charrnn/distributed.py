@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from charrnn.state import State, map_state
+from charrnn.model import State, map_state
 from charrnn.data import Windows
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, EchoedError, launched_world_size

@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.cells import CellStack
+from charrnn.model import CellStack, CharRNN, detach_state
 from charrnn.config import ADAPTING, DynamicSettings
 from charrnn.data import IGNORE, Windows, as_long
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, detach_state
 
 
 @torch.inference_mode()

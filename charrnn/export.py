@@ -33,10 +33,9 @@ import numpy as np
 
 from charrnn import checkpoint, hf, install_command, schema, writes
 from charrnn.card import license_id, model_card
-from charrnn.cells import GATES
+from charrnn.model import GATES, parameter_shapes
 from charrnn.config import EXPORT_FORMATS
 from charrnn.errors import CharRNNError, SettingError
-from charrnn.model import parameter_shapes
 from charrnn.plot import read_history
 from charrnn.schema import Checkpoint
 

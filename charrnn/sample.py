@@ -10,8 +10,7 @@ import torch
 
 from charrnn.config import SamplingSettings
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN
-from charrnn.state import State
+from charrnn.model import CharRNN, State
 from charrnn.stepper import Stepper, resolve_weight_precision
 from charrnn.vocab import UNKNOWN, Vocab, code_points
 

@@ -19,8 +19,7 @@ import torch
 
 from charrnn.config import ModelConfig, TrainConfig, from_dict, to_dict
 from charrnn.errors import CharRNNError
-from charrnn.model import parameter_shapes
-from charrnn.state import State, is_pair
+from charrnn.model import State, is_pair, parameter_shapes
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab")  # what every command reads

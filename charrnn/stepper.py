@@ -33,10 +33,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from charrnn.cells import Internals, gru_update, lstm_update, rnn_update
+from charrnn.model import CharRNN, Internals, State, gru_update, hidden_of, join_layers, lstm_update, map_state, rnn_update, split_layers, zero_state
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN
-from charrnn.state import State, hidden_of, join_layers, map_state, split_layers, zero_state
 
 # Each takes its own kind's state: the RNN's a tensor, the LSTM's a pair.
 UPDATES: dict[str, Callable[..., tuple[State, Internals]]] = {"rnn": rnn_update, "lstm": lstm_update}

@@ -23,8 +23,7 @@ from charrnn.device import autocast, backend_name, memory_bytes, resolve_precisi
 from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.evaluate import total_loss
 from charrnn.schema import Checkpoint, ResumeState, RunProgress
-from charrnn.state import State, map_state
-from charrnn.model import CharRNN, training_bytes
+from charrnn.model import CharRNN, State, map_state, training_bytes
 from charrnn.progress import Reporter, format_duration
 
 

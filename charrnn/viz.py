@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from charrnn import writes
-from charrnn.cells import CellStack
+from charrnn.model import CellStack, model_from_checkpoint
 from charrnn.config import VIZ_FEATURES
 from charrnn.errors import CharRNNError, SettingError
-from charrnn.model import model_from_checkpoint
 from charrnn.streams import refuse_binary, stdin_is_piped, text_input
 from charrnn.vocab import Vocab
 

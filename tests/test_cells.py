@@ -5,9 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from charrnn.cells import CellStack, recurrent_stack
+from charrnn.model import CellStack, map_state, recurrent_stack
 from charrnn.errors import SettingError
-from charrnn.state import map_state
 from conftest import DEVICES
 
 KINDS = ("rnn", "gru", "lstm")

@@ -81,7 +81,7 @@ def test_sampling_settings_from_a_commands_options_take_their_fields_and_leave_t
 
 
 def test_one_impl_check_serves_the_run_settings_and_the_network():
-    from charrnn.cells import recurrent_stack
+    from charrnn.model import recurrent_stack
 
     for refuse in (lambda: TrainConfig(impl="fast").validate(), lambda: recurrent_stack("lstm", "fast", 4, 4, 1)):
         with pytest.raises(SettingError, match=r"^unknown --impl 'fast'; choose one of fused, cells$"):

@@ -11,10 +11,9 @@ from charrnn import checkpoint
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig
 from charrnn.device import autocast, backend_name, pick_device, resolve_precision
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, model_from_checkpoint
+from charrnn.model import CharRNN, is_pair, model_from_checkpoint
 from charrnn.progress import Reporter
 from charrnn.sample import generate
-from charrnn.state import is_pair
 from charrnn.trainer import prepare
 from charrnn.vocab import Vocab
 from conftest import CUDA_MARKS

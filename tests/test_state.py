@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from charrnn.config import ModelConfig
-from charrnn.model import CharRNN
-from charrnn.state import hidden_of, is_pair, join_layers, map_state, split_layers, zero_state
+from charrnn.model import CharRNN, hidden_of, is_pair, join_layers, map_state, split_layers, zero_state
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
