@@ -12,7 +12,7 @@ from charrnn import corpora, install_command
 from charrnn.config import SamplingSettings
 from charrnn.errors import SettingError, escaped
 from charrnn.model import model_from_checkpoint
-from charrnn.plot import best_bpc
+from charrnn.runs import best_bpc
 from charrnn.progress import format_duration
 from charrnn.sample import generate
 from charrnn.schema import Checkpoint

@@ -36,7 +36,7 @@ from charrnn.card import license_id, model_card
 from charrnn.model import GATES, parameter_shapes
 from charrnn.config import EXPORT_FORMATS
 from charrnn.errors import CharRNNError, SettingError
-from charrnn.plot import read_history
+from charrnn.runs import read_history
 from charrnn.schema import Checkpoint
 
 # Paths of the machine that trained: meaningless elsewhere, and nobody else's business.

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from charrnn.errors import CharRNNError
-from charrnn.plot import save_plot, terminal_curve
+from charrnn.runs import save_plot, terminal_curve
 
 HISTORY = [{"step": s, "train_loss": 4.0 / s, "val_loss": 4.2 / s} for s in (1, 2, 4, 8)]
 
