@@ -135,15 +135,18 @@ class Group:
         try:
             value = work()
         except CharRNNError as error:
-            failure = str(error) or type(error).__name__
-        else:
-            failure = ""
+            self.stop_on_failures(str(error) or type(error).__name__)
+            raise  # not reached: this rank's failure stops every rank
+        self.stop_on_failures("")
+        return value
+
+    def stop_on_failures(self, failure: str) -> None:
+        """Stop every rank if `failure` (this rank's, "" for none) or another rank's is not empty."""
         failures = [data.decode("utf-8", "replace")
                     for data in self.gather_bytes(failure.encode("utf-8", "backslashreplace"))]
         failed = next((rank for rank, said in enumerate(failures) if said), None)
         if failed is not None:
             self.stop_all(failures[failed] if failed == 0 else f"process {failed}: {failures[failed]}")
-        return value  # set: had work() failed here, this rank would have stopped above
 
     def from_main(self, work: Callable[[], T]) -> T:
         """Run `work` on rank 0 only and hand every rank its result, or the same CharRNNError.
