@@ -18,14 +18,15 @@ import numpy as np
 
 from charrnn import checkpoint, distributed, finetune, rundir
 from charrnn.budget import sized_fields
-from charrnn.config import ADAPTING, DynamicSettings, ModelConfig, SamplingSettings, TrainConfig, parse_duration
+from charrnn.config import (ADAPTING, DynamicSettings, ModelConfig, SamplingSettings, TrainConfig, format_duration,
+                            parse_duration)
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, SettingError, escaped, is_main, launched_world_size
 from charrnn.evaluate import adapted, dynamic_loss, summarize, total_loss
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
-from charrnn.progress import Reporter, format_duration
+from charrnn.progress import Reporter
 from charrnn.sample import Prime, chosen_seed, generate
 from charrnn.schema import Checkpoint
 from charrnn.score import LineScore, known_ids, score_lines, score_pieces

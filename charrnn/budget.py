@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from charrnn.config import TrainConfig
-from charrnn.progress import format_duration
+from charrnn.config import TrainConfig, format_duration
 
 # With neither --steps nor --time, a run lasts this long: long enough to learn something visible on a
 # laptop CPU, short enough for a first try.

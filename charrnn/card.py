@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 from charrnn import corpora, install_command
-from charrnn.config import SamplingSettings
+from charrnn.config import SamplingSettings, format_duration
 from charrnn.errors import SettingError, escaped
 from charrnn.model import model_from_checkpoint
 from charrnn.runs import best_bpc
-from charrnn.progress import format_duration
 from charrnn.sample import generate
 from charrnn.schema import Checkpoint
 from charrnn.vocab import Vocab

@@ -159,6 +159,14 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def format_duration(seconds: float) -> str:
+    """`parse_duration`'s inverse, as a person reads it: 45s, 10m05s, 1h30m."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
 @dataclass(frozen=True)
 class FineTuneDefaults:
     """What --init-from changes where the user sets nothing: at the fresh-start peak (lr 2e-2, no dropout)

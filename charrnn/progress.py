@@ -10,15 +10,10 @@ from typing import Callable, Optional
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
+from charrnn.config import format_duration
+
 PLAIN_LOG_INTERVAL_S = 10.0
 QUIET_WORK_S = 2.0  # work shorter than this shows no progress at all
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def format_stats(step: int, train_loss: Optional[float], val_loss: Optional[float], chars_per_s: float, eta_s: float) -> str:

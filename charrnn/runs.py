@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from charrnn import checkpoint, finetune, install_command, rundir, writes
-from charrnn.config import RUN_SORTS
+from charrnn.config import RUN_SORTS, format_duration
 from charrnn.errors import CharRNNError, SettingError, escaped
-from charrnn.progress import format_duration
 
 
 @dataclass

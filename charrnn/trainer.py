@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import budget, checkpoint, distributed, finetune, pacing, rundir, schema, writes
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, TrainConfig, format_duration
 from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, training_windows
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.evaluate import total_loss
 from charrnn.schema import Checkpoint, ResumeState, RunProgress
 from charrnn.model import CharRNN, State, map_state, training_bytes
-from charrnn.progress import Reporter, format_duration
+from charrnn.progress import Reporter
 
 
 @contextlib.contextmanager
