@@ -15,7 +15,7 @@ import torch
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.model import model_from_checkpoint
-from charrnn.score import score_lines
+from charrnn.evaluate import score_lines
 from charrnn.vocab import Vocab
 
 

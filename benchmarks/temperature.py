@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import charrnn  # noqa: E402
-from charrnn.score import known_ids  # noqa: E402
+from charrnn.evaluate import known_ids  # noqa: E402
 
 
 def main() -> None:

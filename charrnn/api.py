@@ -23,13 +23,13 @@ from charrnn.config import (ADAPTING, DynamicSettings, ModelConfig, SamplingSett
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, SettingError, escaped, is_main, launched_world_size
-from charrnn.evaluate import adapted, dynamic_loss, summarize, total_loss
+from charrnn.evaluate import (LineScore, adapted, dynamic_loss, known_ids, read_pieces, score_lines, score_pieces,
+                              summarize, total_loss)
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter
 from charrnn.sample import Prime, chosen_seed, generate
 from charrnn.schema import Checkpoint
-from charrnn.score import LineScore, known_ids, score_lines, score_pieces
 from charrnn.stepper import on_fastest_threads, resolve_weight_precision, thread_choices
 from charrnn.trainer import run_training
 from charrnn.viz import Trace, trace_text
@@ -202,9 +202,11 @@ class LanguageModel:
         for batch in score_lines(self.network, self.vocab, lines, self.device):
             yield from batch
 
-    def score_batches(self, pieces: Iterable[tuple[str, bool]]) -> Iterator[list[LineScore]]:
-        """`score` for lines read as pieces (`score.read_pieces`), batch by batch: the CLI's way, for endless lines."""
-        return score_pieces(self.network, self.vocab, pieces, self.device)
+    def score_files(self, files: Sequence[str], encoding: str = "utf-8",
+                    errors: str = "strict") -> Iterator[list[LineScore]]:
+        """`score` on the lines of text files or - (none: stdin), batch by batch, as `charrnn score` writes them; a
+        line is read in pieces, so that neither an endless line nor endless input is held whole."""
+        return score_pieces(self.network, self.vocab, read_pieces(list(files), encoding, errors), self.device)
 
     def trace(self, text: str) -> Trace:
         """`text` as the model reads it: every unit's activation per (layer, kind), and the surprise

@@ -183,12 +183,11 @@ def score(
     errors: options.ErrorsOption = "strict",
 ):
     from charrnn import api
-    from charrnn.score import read_pieces
 
     lm = api.load(checkpoint_arg, device, impl)
     out = sys.stdout
     with product_output():
-        for batch in lm.score_batches(read_pieces(files or [], encoding, errors)):
+        for batch in lm.score_files(files or [], encoding, errors):
             for result in batch:
                 out.writelines(result.row(as_json))
             out.flush()

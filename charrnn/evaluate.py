@@ -5,23 +5,39 @@ on it, then the next segment is scored by the adapted weights with the state car
 sees its own update, so the figure is a fair loss over the text. With `decay` the weights are also pulled back
 toward the trained ones, theta <- theta - lr * grad + decay * (theta_trained - theta), so that what the model
 learns from one passage fades instead of piling up. `adapted` keeps the weights after such a pass (`sample --adapt`).
+
+Per-line scores (`charrnn score`): bits per character of each line, many lines per batch, streamed in input
+order. Input may never end and a line may be 50 MB: lines are read as pieces of at most LINE_CHUNK
+characters, and a line longer than that is scored piece by piece with the state carried, its text
+spooled (to disk when long) so that it can be printed after its score.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.model import CellStack, CharRNN, detach_state
 from charrnn.config import ADAPTING, DynamicSettings
 from charrnn.data import IGNORE, Windows, as_long
 from charrnn.errors import CharRNNError
+from charrnn.model import CellStack, CharRNN, State, detach_state
+from charrnn.streams import TextSpool, refuse_binary, text_input
+from charrnn.vocab import Vocab
+
+BATCH_LINES = 64  # lines per forward pass: enough to fill the matmuls, few enough to stream promptly
+BATCH_CHARS = 32_768  # cap on padded characters per batch, so one long line does not get 63 long companions
+TIME_CHUNK = 256  # columns per forward call: bounds the [batch, time, vocab] logits a long line would need
+LINE_CHUNK = 65_536  # characters of a line read, held and turned into ids at a time
+
+Piece = tuple[str, bool]  # some text of a line (its newline left out), and whether the line ends with it
 
 
 @torch.inference_mode()
@@ -132,3 +148,178 @@ def adaptable_copy(model: CharRNN) -> CharRNN:
     for parameter in learner.parameters():
         parameter.requires_grad_(True)
     return learner.train()
+
+
+@dataclass
+class LineScore:
+    line: Union[str, TextSpool]  # a line longer than LINE_CHUNK stays in its spool
+    nats: float  # -ln p summed over the line's known characters and its newline
+    chars: int  # how many characters were predicted (the newline included)
+    oov: int  # characters the model never saw: skipped, as `charrnn eval` does
+
+    @property
+    def bpc(self) -> float:
+        return self.nats / self.chars / math.log(2) if self.chars else float("nan")
+
+    def line_pieces(self) -> Iterator[str]:
+        yield from [self.line] if isinstance(self.line, str) else self.line.pieces(LINE_CHUNK)
+
+    def as_dict(self) -> dict:
+        line = self.line if isinstance(self.line, str) else self.line.text()
+        return {"bpc": self.bpc, "nats": self.nats, "chars": self.chars, "oov": self.oov, "line": line}
+
+    def row(self, as_json: bool = False) -> Iterator[str]:
+        """The output row, `bpc<TAB>line` or one JSON object, in pieces: a long line is never one string."""
+        if not as_json:
+            yield f"{self.bpc:.4f}\t"
+            yield from self.line_pieces()
+            yield "\n"
+            return
+        fields = {"bpc": self.bpc, "nats": self.nats, "chars": self.chars, "oov": self.oov}
+        yield json.dumps(fields)[:-1] + ', "line": "'
+        for piece in self.line_pieces():  # escaping a string piece by piece equals escaping it whole
+            yield json.dumps(piece, ensure_ascii=False)[1:-1]
+        yield '"}\n'
+
+
+def newline_id(vocab: Vocab) -> int:
+    if "\n" not in vocab:
+        raise CharRNNError("this model's vocabulary has no newline, so it cannot score lines; train it on text with line breaks")
+    return vocab.chars.index("\n")
+
+
+def known_ids(text: str, vocab: Vocab) -> tuple[np.ndarray, int]:
+    """The ids of the text's known characters (in the form the vocabulary knows), and how many unknown were dropped."""
+    _, ids, known = vocab.reading(text)
+    return ids.astype(np.int64), len(known) - len(ids)
+
+
+def line_ids(line: str, vocab: Vocab, newline: int) -> tuple[np.ndarray, int]:
+    """The line's known ids followed by its newline, and how many unknown characters were dropped."""
+    ids, oov = known_ids(line, vocab)
+    return np.append(ids, newline), oov
+
+
+def fits(batch: list[str], line: str) -> bool:
+    """Whether `line` may join `batch`: batches are bounded by count and by padded size."""
+    width = max([len(line), *map(len, batch)]) + 1
+    return len(batch) < BATCH_LINES and width * (len(batch) + 1) <= BATCH_CHARS
+
+
+def summed_nats(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                state: Optional[State] = None) -> tuple[torch.Tensor, Optional[State]]:
+    """-ln p of the targets, summed per row where `mask` is set, TIME_CHUNK columns per call; and the state after
+    (the one given, when there are no columns)."""
+    nats = torch.zeros(inputs.size(0), dtype=torch.float64, device=inputs.device)
+    for start in range(0, inputs.size(1), TIME_CHUNK):
+        columns = slice(start, start + TIME_CHUNK)
+        logits, state = model(inputs[:, columns], state)
+        losses = F.cross_entropy(logits.float().transpose(1, 2), targets[:, columns], reduction="none")
+        nats += (losses * mask[:, columns]).sum(dim=1).double()
+    return nats, state
+
+
+@torch.inference_mode()
+def score_batch(model: CharRNN, vocab: Vocab, lines: list[str], device: torch.device) -> list[LineScore]:
+    """Score lines side by side: each starts from the state after a newline, padding is masked out."""
+    newline = newline_id(vocab)
+    encoded = [line_ids(line, vocab, newline) for line in lines]
+    lengths = torch.tensor([len(ids) for ids, _ in encoded])
+    width = int(lengths.max())
+    # Column 0 of the targets is the line's first character, predicted from a newline input;
+    # padding repeats the newline and is masked, and since the network is causal it never
+    # touches the real positions before it.
+    targets = torch.full((len(lines), width), newline, dtype=torch.long)
+    for row, (ids, _) in enumerate(encoded):
+        targets[row, : len(ids)] = torch.from_numpy(ids)
+    inputs = torch.cat([torch.full((len(lines), 1), newline, dtype=torch.long), targets[:, :-1]], dim=1)
+    mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+    nats, _ = summed_nats(model, inputs.to(device), targets.to(device), mask.to(device))
+    return [LineScore(line, value, int(length), oov)
+            for line, value, length, (_, oov) in zip(lines, nats.tolist(), lengths.tolist(), encoded)]
+
+
+@torch.inference_mode()
+def score_long_line(model: CharRNN, vocab: Vocab, first: str, rest: Iterator[Piece], device: torch.device) -> LineScore:
+    """Score a line that came in several pieces: `first`, then pieces of `rest` up to the one that ends it.
+
+    Only one piece's ids are held at a time; the state and the last id carry over to the next.
+    """
+    newline = newline_id(vocab)
+    spool, state, previous, nats, chars, oov = TextSpool(), None, newline, 0.0, 0, 0
+    text, ends = first, False
+    while True:
+        spool.write(text)
+        ids, dropped = known_ids(text, vocab)
+        ids = np.append(ids, newline) if ends else ids
+        oov += dropped
+        if len(ids):
+            targets = torch.from_numpy(ids).unsqueeze(0)
+            inputs = torch.cat([torch.tensor([[previous]]), targets[:, :-1]], dim=1)
+            piece_nats, state = summed_nats(model, inputs.to(device), targets.to(device),
+                                            torch.ones_like(targets, dtype=torch.bool, device=device), state)
+            nats, chars, previous = nats + piece_nats.item(), chars + len(ids), int(ids[-1])
+        if ends:
+            return LineScore(spool, nats, chars, oov)
+        text, ends = next(rest, ("", True))  # input that stops inside a line ends it there
+
+
+def score_pieces(model: CharRNN, vocab: Vocab, pieces: Iterable[Piece], device: torch.device) -> Iterator[list[LineScore]]:
+    """Yield the scores batch by batch, in input order, so a pipeline sees results while input still flows.
+
+    Whole lines are scored many to a batch; a line in several pieces alone, piece by piece. Such a
+    line's text waits in a spool that is closed when the next batch is asked for: write it out first.
+    """
+    model.eval()
+    pieces = iter(pieces)
+    batch: list[str] = []
+    for text, ends in pieces:
+        if ends and (not batch or fits(batch, text)):
+            batch.append(text)
+            continue
+        if batch:
+            yield score_batch(model, vocab, batch, device)
+            batch = []
+        if ends:
+            batch = [text]
+            continue
+        long_line = score_long_line(model, vocab, text, pieces, device)
+        spool = long_line.line
+        assert isinstance(spool, TextSpool)  # a line in several pieces is always spooled
+        try:
+            yield [long_line]
+        finally:
+            spool.close()  # once the caller has written it, or stopped
+    if batch:
+        yield score_batch(model, vocab, batch, device)
+
+
+def pieces_of(lines: Iterable[str]) -> Iterator[Piece]:
+    """Lines held as strings, as pieces of at most LINE_CHUNK characters."""
+    for line in lines:
+        for start in range(0, len(line), LINE_CHUNK):
+            yield line[start : start + LINE_CHUNK], start + LINE_CHUNK >= len(line)
+        if not line:
+            yield "", True
+
+
+def score_lines(model: CharRNN, vocab: Vocab, lines: Iterable[str], device: torch.device) -> Iterator[list[LineScore]]:
+    """`score_pieces` for lines already held as strings."""
+    return score_pieces(model, vocab, pieces_of(lines), device)
+
+
+def read_pieces(files: list[str], encoding: str = "utf-8", errors: str = "strict") -> Iterator[Piece]:
+    """The lines of the files in turn (`-` or none: stdin), read lazily as pieces of at most LINE_CHUNK
+    characters: an endless line, or input that never ends, is never held whole."""
+    for name in files or ["-"]:
+        with text_input(name, encoding, errors) as stream:
+            number, inside = 1, False  # line number; whether the last piece left its line open
+            while piece := stream.readline(LINE_CHUNK):
+                if errors == "strict":
+                    refuse_binary(name, piece, line=number)
+                # readline stops at a newline, at LINE_CHUNK characters, or at the end of the input
+                ends = piece.endswith("\n") or len(piece) < LINE_CHUNK
+                yield piece.removesuffix("\n"), ends
+                number, inside = number + ends, not ends
+            if inside:  # the input ended exactly at a piece's end
+                yield "", True

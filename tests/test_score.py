@@ -11,11 +11,11 @@ import threading
 import pytest
 import torch
 
-from charrnn import score
+from charrnn import evaluate
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
 from charrnn.errors import CharRNNError
+from charrnn.evaluate import score_batch
 from charrnn.model import model_from_checkpoint
-from charrnn.score import score_batch
 from charrnn.vocab import Vocab
 from conftest import ENGLISH, charrnn_command
 
@@ -73,7 +73,7 @@ def test_batched_scores_equal_one_at_a_time(tiny_run, monkeypatch):
     payload = load_checkpoint(resolve_checkpoint(str(tiny_run)))
     model, vocab = model_from_checkpoint(payload), Vocab(payload.vocab)
     lines = ["All:", "", "First Citizen:", "Before we proceed any further, hear me speak."]
-    monkeypatch.setattr("charrnn.score.TIME_CHUNK", 7)  # the state is carried across time chunks
+    monkeypatch.setattr("charrnn.evaluate.TIME_CHUNK", 7)  # the state is carried across time chunks
     together = score_batch(model, vocab, lines, torch.device("cpu"))
     alone = [score_batch(model, vocab, [line], torch.device("cpu"))[0] for line in lines]
     for a, b in zip(together, alone):
@@ -81,10 +81,10 @@ def test_batched_scores_equal_one_at_a_time(tiny_run, monkeypatch):
 
 
 def test_batches_keep_order_and_bound_padding(monkeypatch):
-    monkeypatch.setattr("charrnn.score.BATCH_CHARS", 100)
-    monkeypatch.setattr("charrnn.score.score_batch", lambda model, vocab, lines, device: lines)
+    monkeypatch.setattr("charrnn.evaluate.BATCH_CHARS", 100)
+    monkeypatch.setattr("charrnn.evaluate.score_batch", lambda model, vocab, lines, device: lines)
     lines = ["x" * n for n in (3, 60, 5, 200, 1, 2)]
-    grouped = list(score.score_lines(torch.nn.Identity(), None, lines, None))
+    grouped = list(evaluate.score_lines(torch.nn.Identity(), None, lines, None))
     assert [line for batch in grouped for line in batch] == lines
     assert all(len(batch) == 1 or max(map(len, batch)) + 1 <= 100 // len(batch) for batch in grouped)
 
@@ -98,13 +98,13 @@ def test_long_lines_are_read_and_scored_in_pieces(tiny_run, tmp_path, monkeypatc
              "Speak, speak. "]  # pieces of 7: lines that end inside a piece and at its end
     (tmp_path / "in.txt").write_text("\n".join(lines), encoding="utf-8")  # the last line has no newline
     whole = iter(score_batch(model, vocab, lines, torch.device("cpu")))  # each line in one piece
-    monkeypatch.setattr("charrnn.score.LINE_CHUNK", 7)
-    monkeypatch.setattr("charrnn.score.TIME_CHUNK", 5)
-    widths, summed = [], score.summed_nats
-    monkeypatch.setattr("charrnn.score.summed_nats", lambda model, inputs, *rest: widths.append(inputs.size(1)) or summed(model, inputs, *rest))
-    pieces = list(score.read_pieces([str(tmp_path / "in.txt")]))
+    monkeypatch.setattr("charrnn.evaluate.LINE_CHUNK", 7)
+    monkeypatch.setattr("charrnn.evaluate.TIME_CHUNK", 5)
+    widths, summed = [], evaluate.summed_nats
+    monkeypatch.setattr("charrnn.evaluate.summed_nats", lambda model, inputs, *rest: widths.append(inputs.size(1)) or summed(model, inputs, *rest))
+    pieces = list(evaluate.read_pieces([str(tmp_path / "in.txt")]))
     assert max(len(text) for text, _ in pieces) <= 7 and sum(ends for _, ends in pieces) == len(lines)
-    for batch in score.score_pieces(model, vocab, pieces, torch.device("cpu")):
+    for batch in evaluate.score_pieces(model, vocab, pieces, torch.device("cpu")):
         for got, expected in zip(batch, whole):  # a long line's text is there until the next batch is asked for
             assert abs(got.nats - expected.nats) < 1e-4 and (got.chars, got.oov) == (expected.chars, expected.oov)
             assert "".join(got.row()) == f"{expected.bpc:.4f}\t{expected.line}\n"
@@ -118,12 +118,12 @@ def test_fifos_and_devices_are_read_and_binary_is_refused(tmp_path):
     os.mkfifo(fifo)
     writer = threading.Thread(target=lambda: fifo.write_text("All:\nSpeak.\n", encoding="utf-8"))
     writer.start()
-    assert list(score.read_pieces([str(fifo), "/dev/null"])) == [("All:", True), ("Speak.", True)]
+    assert list(evaluate.read_pieces([str(fifo), "/dev/null"])) == [("All:", True), ("Speak.", True)]
     writer.join()
     with pytest.raises(CharRNNError, match=r"/dev/zero: looks binary \(NUL byte on line 1\).*--errors replace"):
-        next(score.read_pieces(["/dev/zero"]))
-    endless = score.read_pieces(["/dev/zero"], errors="replace")  # one line without end, read a piece at a time
-    assert next(endless) == ("\x00" * score.LINE_CHUNK, False)
+        next(evaluate.read_pieces(["/dev/zero"]))
+    endless = evaluate.read_pieces(["/dev/zero"], errors="replace")  # one line without end, read a piece at a time
+    assert next(endless) == ("\x00" * evaluate.LINE_CHUNK, False)
     endless.close()
     with pytest.raises(CharRNNError, match=r"is a directory"):
-        next(score.read_pieces([str(tmp_path)]))
+        next(evaluate.read_pieces([str(tmp_path)]))

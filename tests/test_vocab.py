@@ -7,7 +7,7 @@ import pytest
 
 from charrnn.errors import CharRNNError
 from charrnn.sample import prime_ids
-from charrnn.score import known_ids
+from charrnn.evaluate import known_ids
 from charrnn.vocab import UNKNOWN, Vocab, code_points, id_dtype
 
 
