@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from charrnn.config import ModelConfig, SamplingSettings  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
-from charrnn.sample import generate  # noqa: E402
-from charrnn.stepper import on_fastest_threads, resolve_weight_precision, thread_choices  # noqa: E402
+from charrnn.sample import generate, on_fastest_threads, resolve_weight_precision, thread_choices  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 VOCAB = Vocab("".join(chr(c) for c in range(32, 32 + 64)) + "\n")  # 65 characters, like tiny-shakespeare's

@@ -28,9 +28,8 @@ from charrnn.evaluate import (LineScore, adapted, dynamic_loss, known_ids, read_
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter
-from charrnn.sample import Prime, chosen_seed, generate
+from charrnn.sample import Prime, chosen_seed, generate, on_fastest_threads, resolve_weight_precision, thread_choices
 from charrnn.schema import Checkpoint
-from charrnn.stepper import on_fastest_threads, resolve_weight_precision, thread_choices
 from charrnn.trainer import run_training
 from charrnn.viz import Trace, trace_text
 from charrnn.vocab import Vocab

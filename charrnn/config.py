@@ -13,7 +13,7 @@ MODEL_KINDS = ("rnn", "gru", "lstm")
 IMPLEMENTATIONS = ("fused", "cells")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
-# How generation stores the weights (charrnn.stepper). auto: fp16 on x86 CPUs, int8 there for a batch; fp32 elsewhere.
+# How generation stores the weights (charrnn.sample's Stepper). auto: fp16 on x86 CPUs, int8 there for a batch; fp32 elsewhere.
 WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 # More of the CLI's choices, here without torch so that `charrnn --help` needs none: the modules that do the

@@ -7,7 +7,7 @@ import torch
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
 from charrnn.errors import CharRNNError
-from charrnn.stepper import BATCHED_SAMPLES, Stepper, packed_weights_supported, resolve_weight_precision
+from charrnn.sample import BATCHED_SAMPLES, Stepper, packed_weights_supported, resolve_weight_precision
 from charrnn.vocab import Vocab
 
 VOCAB = Vocab("\n abcdefgh")

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from charrnn.stepper import BATCHED_SAMPLES, DEFAULT_THREADS, on_fastest_threads, thread_choices
+from charrnn.sample import BATCHED_SAMPLES, DEFAULT_THREADS, on_fastest_threads, thread_choices
 
 
 class Machine:
