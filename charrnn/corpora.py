@@ -55,7 +55,7 @@ class Entry:
     archive: Optional[str] = None  # "zip": the text is `member` inside what the URL serves
     member: Optional[str] = None
     unverified: Optional[str] = None  # why there is no sha256
-    # For the model card (charrnn.card): the license as the Hub spells it (none: the Hub lists no id for
+    # For the model card (charrnn.export's model_card): the license as the Hub spells it (none: the Hub lists no id for
     # it, e.g. public domain, and the card says `other` and quotes `license`), the Hub's dataset, the language
     license_id: Optional[str] = None
     dataset: Optional[str] = None

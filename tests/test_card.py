@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from charrnn import checkpoint, hf
-from charrnn.card import code_span, model_card
+from charrnn.export import code_span, model_card
 from charrnn.export import export
 from charrnn.schema import Checkpoint
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 from charrnn import checkpoint, export, hf
-from charrnn.cli import info, sample
+from charrnn.cli import app, info
 from charrnn.errors import CharRNNError
 
 
@@ -23,10 +24,10 @@ def folder(tiny_run, tmp_path_factory) -> Path:
     return exported
 
 
-def sampled(capsys, source: Path) -> str:
-    """`charrnn sample -c SOURCE --temp 0`, called in this process."""
-    sample(checkpoint_arg=str(source), temp=0.0, length=200, prime="All:", device="cpu")
-    return capsys.readouterr().out
+def sampled(source: Path) -> str:
+    """`charrnn sample -c SOURCE --temp 0`, run in this process."""
+    arguments = ["sample", "-c", str(source), "--temp", "0", "--length", "200", "--prime", "All:", "--device", "cpu"]
+    return CliRunner().invoke(app, arguments, catch_exceptions=False).stdout
 
 
 def test_the_folder_holds_the_runs_model_and_a_card(folder, tiny_run):
@@ -40,8 +41,8 @@ def test_the_folder_holds_the_runs_model_and_a_card(folder, tiny_run):
     assert "bits per character" in card and "charrnn sample -c tiny --temp 0.8 --seed 1337" in card
 
 
-def test_sample_from_the_folder_equals_sample_from_the_run(folder, tiny_run, capsys, cli):
-    from_run = sampled(capsys, tiny_run)
+def test_sample_from_the_folder_equals_sample_from_the_run(folder, tiny_run, cli):
+    from_run = sampled(tiny_run)
     assert cli("sample", "-c", folder, "--temp", "0", "--length", "200", "--prime", "All:", "--device", "cpu").stdout == from_run
     assert len(from_run) == len("All:") + 200 + 1
 
