@@ -71,7 +71,26 @@ def cli(tmp_path: Path):
 # A test parametrized over DEVICES runs on the CPU always, and on CUDA where there is one (`pytest -m gpu` picks it).
 CUDA_MARKS = (pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_MARKS)]
-TINY_MODEL = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "32", "--batch-size", "4", "--eval-every", "10"]
+TINY_OPTIONS = dict(layers=1, hidden=32, embed=16, seq_len=32, batch_size=4, eval_every=10)  # charrnn.train's keywords
+
+
+def flags(options: dict) -> list[str]:
+    """charrnn.train's keywords as `charrnn train`'s flags."""
+    return [part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+
+
+TINY_MODEL = flags(TINY_OPTIONS)
+
+
+@pytest.fixture
+def train_here(tmp_path: Path, monkeypatch):
+    """charrnn.train in this process, in tmp_path as `cli` runs: a run a test needs made, without a second import of
+    torch in a subprocess (what `charrnn train` adds over charrnn.train, parsing and printing, is tested with `cli`)."""
+    import charrnn
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
+    return charrnn.train
 
 
 @pytest.fixture(scope="session")

@@ -12,22 +12,21 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-
-from charrnn import checkpoint
+from charrnn import checkpoint, trainer
 from charrnn.errors import CharRNNError
-from conftest import TINY_MODEL, charrnn_command
+
+from conftest import TINY_MODEL, TINY_OPTIONS, charrnn_command, flags
 
 # Dropout draws from the RNG every step, so exact resume also proves the RNG state travels in last.pt.
-EXACT = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "32", "--batch-size", "4",
-         "--dropout", "0.2", "--seed", "7"]
+EXACT_OPTIONS = dict(layers=1, hidden=32, embed=16, seq_len=32, batch_size=4, dropout=0.2, seed=7)
+EXACT = flags(EXACT_OPTIONS)
 LOGGED = ["--eval-every", "2"]  # a progress line (and a checkpoint) every 2 steps, to time the signals by
-QUIET = ["--eval-every", "1000", "-q"]  # evaluation draws no random numbers: how often it runs changes no weight
+RARE_EVALS = 1000  # evaluation draws no random numbers: how often it runs changes no weight
 STEP_LINE = re.compile(r"\bstep (\d+)\b")
 
 
@@ -62,10 +61,11 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(first[name], second[name]), f"{name} differs between {a} and {b}"
 
 
-def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_file):
-    """SIGTERM, then SIGINT on the resumed run, then a resume to the end: bitwise the same weights."""
+def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_file, train_here):
+    """SIGTERM, then SIGINT on the resumed run, then a resume to the end: bitwise the same weights.
+    The runs without signals train in this process (charrnn.train: the same loop as the command's)."""
     total = 120  # room enough that the signals, sent near the start, land before the end
-    cli("train", corpus_file, "-o", "whole", "--steps", total, *EXACT, *QUIET)
+    train_here(corpus_file, out="whole", steps=total, eval_every=RARE_EVALS, **EXACT_OPTIONS)
     moments = random.Random(4).sample(range(2, 20), 2)
 
     code, said = signal_at_step(start(cli, "train", corpus_file, "-o", "parts", "--steps", total, *EXACT, *LOGGED),
@@ -78,17 +78,18 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one(cli, corpus_f
     assert code == 130, said
     assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt").step > stopped
 
-    cli("train", "--resume", "-o", "parts", "-q")  # --steps defaults to the run's own total
+    train_here(out="parts", resume=True)  # steps default to the run's own total
     assert checkpoint.load_checkpoint(cli.cwd / "parts" / "last.pt").step == total
     assert_same_weights(cli.cwd / "whole" / "last.pt", cli.cwd / "parts" / "last.pt")
 
     # Extending a finished run: with --schedule-steps fixed at the final total, 60 then 120 is 120.
-    cli("train", corpus_file, "-o", "halves", "--steps", total // 2, "--schedule-steps", total, *EXACT, *QUIET)
-    cli("train", "--resume", "-o", "halves", "--steps", total, "-q")
+    train_here(corpus_file, out="halves", steps=total // 2, schedule_steps=total, eval_every=RARE_EVALS,
+               **EXACT_OPTIONS)
+    train_here(out="halves", resume=True, steps=total)
     assert_same_weights(cli.cwd / "whole" / "last.pt", cli.cwd / "halves" / "last.pt")
 
 
-def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file):
+def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file, train_here):
     """Checkpoints are written every step; kill the process wherever it is, several times, and resume."""
     run = cli.cwd / "killed"
     moments = random.Random(11).sample([i / 100 for i in range(0, 40)], 3)
@@ -109,7 +110,7 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(cli, corpus_file):
             loaded = checkpoint.load_checkpoint(run / name)  # weights_only, CRC-checked
             assert all(torch.isfinite(t).all() for t in loaded.weights.values())
     reached = checkpoint.load_checkpoint(run / checkpoint.LAST).step
-    cli("train", "--resume", "-o", run, "--steps", reached + 3, "-q")
+    train_here(out=run, resume=True, steps=reached + 3)
     assert checkpoint.load_checkpoint(run / checkpoint.LAST).step == reached + 3
     # Steps a kill cut off after their metrics line are trained again, and logged once.
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -189,34 +190,20 @@ def test_read_only_run_directory_is_reported_and_left_intact(cli, tiny_run):
     assert contents(run) == before
 
 
-POISON_AT_STEP = """
-import sys, torch
-from charrnn import cli, trainer
-from charrnn.__main__ import run
+def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path, corpus_file, train_here, monkeypatch):
+    real_step = trainer.Trainer.train_step
 
-real_step = trainer.Trainer.train_step
+    def poisoned(self, lr):  # as if the weights had blown up: the next loss is NaN
+        if self.progress.step == 12:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return real_step(self, lr)
 
-def poisoned(self, lr):  # as if the weights had blown up: the next loss is NaN
-    if self.progress.step == 12:
-        with torch.no_grad():
-            next(self.model.parameters()).fill_(float("nan"))
-    return real_step(self, lr)
-
-trainer.Trainer.train_step = poisoned
-sys.argv = ["charrnn", *sys.argv[1:]]
-run(cli.app)
-"""
-
-
-def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(cli, corpus_file):
-    result = subprocess.run([sys.executable, "-c", POISON_AT_STEP, "train", str(corpus_file), "-o", "nan",
-                             "--steps", "50", *TINY_MODEL, "--eval-every", "5", "-q"],
-                            cwd=cli.cwd, env=cli.env, text=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "loss became nan at step 13" in result.stderr and "--lr" in result.stderr
+    monkeypatch.setattr(trainer.Trainer, "train_step", poisoned)
+    with pytest.raises(CharRNNError, match=r"loss became nan at step 13.*--lr"):  # the CLI's one line: test_errors
+        train_here(corpus_file, out="nan", steps=50, **{**TINY_OPTIONS, "eval_every": 5})
     for name, steps in ((checkpoint.BEST, (5, 10)), (checkpoint.LAST, (10,))):
-        saved = checkpoint.load_checkpoint(cli.cwd / "nan" / name)
+        saved = checkpoint.load_checkpoint(tmp_path / "nan" / name)
         assert saved.step in steps  # written at an evaluation before the NaN, and untouched since
         assert all(torch.isfinite(t).all() for t in saved.weights.values())
 

@@ -1,10 +1,10 @@
 """Fine-tuning (--init-from): old ids and rows stay put, new characters are added, and it beats a fresh start."""
 
 import io
-import json
 import math
 from dataclasses import replace
 
+import charrnn
 import pytest
 import torch
 
@@ -70,50 +70,43 @@ def test_shape_flags_must_agree_with_the_checkpoint():
     assert finetune.train_options({"lr": 0.05})["lr"] == 0.05
 
 
-def eval_json(cli, *args):
-    return json.loads(cli("eval", "--json", *args).stdout)
-
-
-def test_fine_tuning_adds_hangul_beats_a_fresh_start_and_keeps_the_old_text(cli, tmp_path, tiny_run, monkeypatch):
+def test_fine_tuning_adds_hangul_beats_a_fresh_start_and_keeps_the_old_text(cli, tmp_path, tiny_run, train_here):
     # tiny_run: an LSTM (fused) trained on ENGLISH; the new corpus adds Hangul, a third of its characters.
     (tmp_path / "b.txt").write_text((ENGLISH.replace("First", "Second") + HANGUL) * 10, encoding="utf-8")
     (tmp_path / "a.txt").write_text(ENGLISH * 20, encoding="utf-8")
 
     cli("train", "b.txt", "--init-from", tiny_run, "--hidden", "32", "--seq-len", "32", "--batch-size", "4",
         "--eval-every", "10", "--steps", "20", "--impl", "cells", "-q", "-o", "tuned")
-    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+    # The rest in this process (`info`, `eval` and `sample` read a fine-tuned run as any other: test_cli).
     scratch = train(["b.txt"], ModelConfig(layers=1, hidden=32, embed=16),
                     TrainConfig(seq_len=32, batch_size=4, eval_every=10, steps=20, device="cpu"), tmp_path / "scratch")
-    info = json.loads(cli("info", "-c", "tuned", "--json").stdout)
-    assert info["val_loss"] < scratch["best_val_loss"]
+    tuned = load_checkpoint(tmp_path / "tuned" / "best.pt")
+    assert tuned.val_loss < scratch["best_val_loss"]
 
-    assert info["init_from"]["path"] == str((tiny_run / "best.pt").resolve())
-    assert info["init_from"]["corpus"] == "corpus"
-    assert info["vocab_size"] == info["init_from"]["vocab_size"] + len(set(HANGUL) - set(ENGLISH))
+    assert tuned.init_from["path"] == str((tiny_run / "best.pt").resolve())
+    assert tuned.init_from["corpus"] == "corpus"
+    assert len(tuned.vocab) == tuned.init_from["vocab_size"] + len(set(HANGUL) - set(ENGLISH))
 
     # The old text still evaluates, every character known and far better than chance, and samples.
-    on_a = eval_json(cli, "-c", "tuned", "a.txt")
-    assert on_a["oov"] == 0 and on_a["bpc"] < 0.75 * math.log2(info["init_from"]["vocab_size"])
-    assert cli("sample", "-c", "tuned", "--prime", "All:", "--length", "20", "--seed", "1").stdout.startswith("All:")
+    lm = charrnn.load(tmp_path / "tuned")
+    on_a = lm.evaluate_files(["a.txt"])
+    assert on_a["oov"] == 0 and on_a["bpc"] < 0.75 * math.log2(tuned.init_from["vocab_size"])
+    assert len(lm.generate("All:", length=20, seed=1)) == 20  # the text after the prime
 
     # Resume reads the new run's last.pt, with its grown vocabulary, not the init checkpoint.
-    cli("train", "b.txt", "--init-from", tiny_run, "-o", "tuned", "--resume", "--steps", "30", "-q")
+    train_here("b.txt", init_from=str(tiny_run), out="tuned", resume=True, steps=30)
     resumed = load_checkpoint(tmp_path / "tuned" / "last.pt")
-    assert resumed.step == 30 and resumed.init_from == info["init_from"]
+    assert resumed.step == 30 and resumed.init_from == tuned.init_from
 
 
-def test_conflicting_shape_flag_and_missing_checkpoint_are_clear_errors(cli, corpus_file, tiny_run):
-    result = cli("train", corpus_file, "--init-from", tiny_run, "--hidden", "64", "--steps", "2", "-o", "tuned", check_rc=1)
-    assert "--hidden 64 conflicts" in result.stderr and "Traceback" not in result.stderr
-    missing = cli("train", corpus_file, "--init-from", "nowhere.pt", "--steps", "2", "-o", "tuned2", check_rc=1)
-    assert "nowhere.pt" in missing.stderr and "Traceback" not in missing.stderr
+# A conflicting shape flag and a missing --init-from checkpoint: test_errors' init_from_* cases.
 
 
-def test_fine_tuning_announces_and_keeps_its_defaults(cli, corpus_file, tiny_run):
-    said = cli("train", corpus_file, "--init-from", tiny_run, "--steps", "2", "-o", "defaults").stderr
+def test_fine_tuning_announces_and_keeps_its_defaults(corpus_file, tiny_run, train_here, capsys):
+    train_here(corpus_file, init_from=str(tiny_run), steps=2, out="defaults", quiet=False)
+    said = capsys.readouterr().err
     assert f"--lr {FineTuneDefaults.lr:g} --dropout {FineTuneDefaults.min_dropout:g} (set them to choose)" in said
-    tuned = load_checkpoint(cli.cwd / "defaults" / "best.pt")
+    tuned = load_checkpoint(corpus_file.parent / "defaults" / "best.pt")
     assert tuned.train_config.lr == FineTuneDefaults.lr
     assert tuned.model_config.dropout == FineTuneDefaults.min_dropout
 

@@ -33,7 +33,7 @@ def wait_for(path: Path, process: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
-def test_one_writer_many_readers_and_no_stale_lock_after_a_kill(cli, corpus_file):
+def test_one_writer_many_readers_and_no_stale_lock_after_a_kill(cli, corpus_file, train_here):
     run = cli.cwd / "run"
     writer = start(cli, "train", corpus_file, "-o", run, "--steps", "100000", *TINY_MODEL, "--eval-every", "1", "-q")
     try:
@@ -42,14 +42,15 @@ def test_one_writer_many_readers_and_no_stale_lock_after_a_kill(cli, corpus_file
         assert refused.stderr.count("\n") == 1 and f"in use: another charrnn train (pid {writer.pid})" in refused.stderr
         with pytest.raises(rundir.Busy, match=f"pid {writer.pid}"):  # --force too: no flag takes a run from its owner
             rundir.prepare(run, resume=False, force=True)
-        # Readers take no lock: checkpoints are replaced by rename, so each read sees a whole one.
-        assert len(cli("sample", "-c", run, "--length", "30", "--seed", "1").stdout) > 30
-        assert '"bpc"' in cli("eval", "-c", run, "--json").stdout
+        # Readers take no lock: checkpoints are replaced by rename, so each read sees a whole one. (Read here,
+        # in this process, as `sample` and `eval` read.)
+        assert len(charrnn.load(run).generate(length=30, seed=1)) == 30
+        assert "bpc" in charrnn.load(run).evaluate_validation()
     finally:
         writer.kill()
         writer.wait(timeout=60)
     reached = checkpoint.load_checkpoint(run / "last.pt").step
-    cli("train", "--resume", "-o", run, "--steps", reached + 2, "-q")  # the kernel dropped the dead writer's lock
+    train_here(out=run, resume=True, steps=reached + 2)  # the kernel dropped the dead writer's lock
 
 
 def test_runs_started_together_get_their_own_directories(cli, corpus_file):

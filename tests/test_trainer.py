@@ -11,10 +11,11 @@ import torch
 from charrnn import api, checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import Corpus, evaluation_windows, training_windows
+from charrnn.errors import CharRNNError
 from charrnn.schema import Checkpoint
 from charrnn.trainer import FRESH_START_EVERY, RunPlan, Trainer, fresh_starts, learning_rate, resumed_settings
 from charrnn.vocab import Vocab
-from conftest import ENGLISH, TINY_MODEL
+from conftest import ENGLISH, TINY_OPTIONS
 from test_checkpoint import edited
 
 
@@ -101,22 +102,32 @@ def resumable(tmp_path, tiny_run) -> Path:
     ("".join(reversed((ENGLISH * 20).splitlines(keepends=True))), "has the same length as when the run began, but"),
     ((ENGLISH * 20).replace("!", "").replace("?", "!"), "holds other characters"),
 ])
-def test_resume_refuses_a_corpus_changed_since_the_run_began(cli, resumable, text, said):
-    corpus = cli.cwd / "corpus.txt"
+def test_resume_refuses_a_corpus_changed_since_the_run_began(train_here, resumable, text, said):
+    corpus = resumable.parent / "corpus.txt"
     corpus.write_text(text, encoding="utf-8")
     before = (resumable / checkpoint.LAST).read_bytes()
-    refused = cli("train", corpus, "--resume", "-o", resumable, "--steps", "160", check_rc=1)
-    (line,) = refused.stderr.splitlines()
-    assert line.startswith("charrnn: error: the corpus (corpus) ") and said in line, line
-    assert "another --out" in line and "--force" in line
+    with pytest.raises(CharRNNError) as refused:
+        train_here(corpus, resume=True, out=resumable, steps=160)
+    message = str(refused.value)
+    assert message.startswith("the corpus (corpus) ") and said in message, message
+    assert "another --out" in message and "--force" in message
     assert (resumable / checkpoint.LAST).read_bytes() == before
-    cli("train", corpus, "--force", "-o", resumable, "--steps", "2", "-q", *TINY_MODEL)  # the advice works
+    train_here(corpus, force=True, out=resumable, steps=2, **TINY_OPTIONS)  # the advice works
 
 
-def test_resume_of_the_same_text_goes_on_and_an_older_last_pt_without_a_digest_is_said_once(cli, resumable, tiny_run):
+def test_a_refused_resume_is_one_line_and_exit_1(cli, resumable):
+    (cli.cwd / "corpus.txt").write_text(ENGLISH * 19, encoding="utf-8")
+    refused = cli("train", "corpus.txt", "--resume", "-o", resumable, "--steps", "160", check_rc=1)
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("charrnn: error: the corpus (corpus) is ") and "shorter" in line, line
+
+
+def test_resume_of_the_same_text_goes_on_and_an_older_last_pt_without_a_digest_is_said_once(cli, resumable, tiny_run,
+                                                                                           train_here, capsys):
     same = cli.cwd / "same.txt"
     same.write_text((tiny_run.parent / "corpus.txt").read_text("utf-8"), encoding="utf-8")  # a copy: the text counts
-    assert cli("train", same, "--resume", "-o", resumable, "--steps", "152", "-q").stderr == ""
+    train_here(same, resume=True, out=resumable, steps=152)
+    assert capsys.readouterr().err == ""  # no warning
     last = resumable / checkpoint.LAST
     edited(last, last, lambda payload: [payload.pop(key) for key in ("corpus_digest", "corpus_chars")])
     resumed = cli("train", same, "--resume", "-o", resumable, "--steps", "154", "-q")
