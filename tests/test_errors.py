@@ -3,7 +3,7 @@ usage: an unknown flag, or a value no option takes), no traceback, nothing on di
 manners: pipes, stdin, quiet, plain logs.
 
 Every bad-input case runs the `charrnn` entry point in its own process (forked from one interpreter
-that imported charrnn once, see FORKING_RUNNER); the shell-manners tests run the installed command.
+that imported charrnn once: tests/forking.py); the shell-manners tests run the installed command.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
+import charrnn
 import pytest
 import torch
 
 from conftest import ENGLISH, TINY_MODEL, charrnn_command
+from forking import SOCKET, forked, forking_charrnn
 from test_checkpoint import compressed, edited
 
 TRAIN = ["--steps", "3", *TINY_MODEL]
@@ -33,9 +34,15 @@ CASES = {
     "empty_corpus": (["train", "empty.txt", *TRAIN, "-o", "out"], ["empty", "some text"], 1),
     "corpus_shorter_than_a_window": (["train", "short.txt", *TRAIN, "-o", "out"], ["too short", "3 characters", "--seq-len"], 1),
     "not_utf8": (["train", "latin1.txt", *TRAIN, "-o", "out"], ["latin1.txt", "utf-8 at byte 10", "--encoding", "--errors replace"], 1),
+    # Under a --time budget too: the error alone, no sizing line before it.
+    "not_utf8_timed": (["train", "latin1.txt", "--time", "1s", "-o", "out"], ["latin1.txt", "utf-8 at byte 10"], 1),
     "binary_file": (["train", "image.bin", *TRAIN, "-o", "out"], ["image.bin", "byte 4", "--encoding", "--errors replace"], 1),
     "utf16_without_byte_order_mark": (["train", "corpus.txt", "--encoding", "utf-16", *TRAIN, "-o", "out"], ["corpus.txt", "utf-16-le"], 1),
     "socket_as_corpus": (["train", "socket", *TRAIN, "-o", "out"], ["socket: is a socket", "FIFO"], 1),
+    "init_from_with_a_conflicting_shape": (["train", "corpus.txt", "--init-from", "RUN", "--hidden", "64", "--steps", "2",
+                                            "-o", "out"], ["--hidden 64 conflicts"], 1),
+    "init_from_a_missing_checkpoint": (["train", "corpus.txt", "--init-from", "nowhere.pt", "--steps", "2", "-o", "out"],
+                                       ["nowhere.pt"], 1),
     "prime_with_unseen_characters": (["sample", "-c", "RUN", "--prime", "Hello ☃ 世"], ["prime", "'☃'", "'世'", "never saw"], 1),
     "missing_checkpoint": (["sample", "-c", "nosuch.pt"], ["nosuch.pt", "no such checkpoint", "-c PATH"], 1),
     "truncated_checkpoint": (["sample", "-c", "truncated.pt"], ["truncated.pt", "truncated or corrupted"], 1),
@@ -69,6 +76,7 @@ CASES = {
     "viz_endless_zeros": (["viz", "-c", "RUN", "/dev/zero"], ["/dev/zero: looks binary", "NUL byte at character 1"], 1),
     "viz_max_chars_negative": (["viz", "-c", "RUN", "--text", "All:", "--max-chars", "-3"], ["--max-chars", "at least 1", "(got -3)"], 2),
     "viz_text_the_model_never_saw": (["viz", "-c", "RUN", "--text", "\u00e9\u00e9"], ["never saw any character", "'\u00e9'"], 1),
+    "viz_unit_out_of_range": (["viz", "-c", "RUN", "--text", "All:", "--unit", "99"], ["charrnn: error: --unit"], 1),
     "empty_stop_string": (["sample", "-c", "RUN", "--stop", ""], ["--stop", "empty string"], 2),
     "stop_string_the_model_never_writes": (["sample", "-c", "RUN", "--stop", "a☃"], ["--stop 'a☃'", "never writes ('☃')"], 1),
     "separator_with_json": (["sample", "-c", "RUN", "--json", "--separator", "|"], ["--separator", "--json", "one object per line"], 2),
@@ -125,37 +133,6 @@ def workspace(tmp_path_factory, tiny_run) -> Path:
     return folder
 
 
-# One interpreter imports charrnn (and torch, a second or more of CPU) once, then forks a child per
-# case that runs the `charrnn` entry point with its own argv, working directory and stdin/stdout/stderr
-# files: each case is still its own process with its own exit status, at a fraction of the cost.
-FORKING_RUNNER = """
-import json, os, sys
-from charrnn.__main__ import run
-from charrnn.cli import app
-import charrnn.api, charrnn.export, charrnn.runs, charrnn.trainer, charrnn.viz  # what the commands import when run
-
-for case in json.loads(sys.stdin.read()):
-    pid = os.fork()
-    if pid == 0:
-        os.chdir(case["cwd"])
-        for fd, name, mode in ((0, os.devnull, os.O_RDONLY), (1, case["stdout"], os.O_WRONLY | os.O_CREAT),
-                               (2, case["stderr"], os.O_WRONLY | os.O_CREAT)):
-            os.dup2(os.open(name, mode, 0o644), fd)
-        sys.argv = ["charrnn", *case["args"]]
-        code = 0
-        try:
-            run(app)
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
-"""
-
-
 @pytest.fixture(scope="module")
 def outcomes(workspace, tiny_run) -> dict:
     """Run every case, each in its own process; check afterwards that no file was touched."""
@@ -164,18 +141,15 @@ def outcomes(workspace, tiny_run) -> dict:
     before = digest(workspace), digest(tiny_run)
     logs = workspace.parent / f"{workspace.name}-logs"
     logs.mkdir()
-    cases = [{"args": [str(tiny_run) if a == "RUN" else a for a in arguments],
-              "cwd": str(workspace / "nowhere" if name == "no_run_to_discover" else workspace),
-              "stdout": str(logs / f"{name}.out"), "stderr": str(logs / f"{name}.err")}
-             for name, (arguments, _, _) in CASES.items()]
-    runner = subprocess.run([sys.executable, "-c", FORKING_RUNNER], input=json.dumps(cases), env=env, cwd=workspace,
-                            text=True, capture_output=True, timeout=600)
-    assert runner.returncode == 0, runner.stderr
-    codes = [int(line) for line in runner.stdout.split()]
-    assert len(codes) == len(CASES), runner.stdout
-    results = {name: subprocess.CompletedProcess(case["args"], code, Path(case["stdout"]).read_text("utf-8"),
-                                                 Path(case["stderr"]).read_text("utf-8"))
-               for name, case, code in zip(CASES, cases, codes)}
+    results = {}
+    with forking_charrnn(logs / "bin", env) as server:
+        for name, (arguments, _, _) in CASES.items():
+            args = [str(tiny_run) if a == "RUN" else a for a in arguments]
+            cwd = workspace / "nowhere" if name == "no_run_to_discover" else workspace
+            said = logs / f"{name}.out", logs / f"{name}.err"
+            with open(os.devnull) as stdin, open(said[0], "w") as out, open(said[1], "w") as err:
+                code = forked(server / SOCKET, args, cwd, env, (stdin.fileno(), out.fileno(), err.fileno()))
+            results[name] = subprocess.CompletedProcess(args, code, *(path.read_text("utf-8") for path in said))
     assert (digest(workspace), digest(tiny_run)) == before, "a failed command changed files on disk"
     assert not (workspace / "out").exists(), "a run that failed to start left its directory behind"
     return results
@@ -201,14 +175,12 @@ def test_sample_into_head_exits_quietly(cli, tiny_run):
     assert len(result.stdout) == 100
 
 
-def test_prime_from_stdin_and_eval_of_stdin(cli, tiny_run):
-    primed = cli("sample", "-c", tiny_run, "--length", "5", "--temp", "0", input="First Citizen:\n")
-    assert primed.stdout.startswith("First Citizen:\n") and primed.stderr == ""
+def test_eval_of_stdin(cli, tiny_run):  # a prime from stdin: test_cli
     piped = cli("eval", "-c", tiny_run, "-", "--json", input=ENGLISH)
-    from_file = cli("eval", "-c", tiny_run, tiny_run.parent / "corpus.txt", "--json")
+    from_file = charrnn.load(tiny_run).evaluate_files([str(tiny_run.parent / "corpus.txt")])
     assert '"chars": ' in piped.stdout and piped.stderr == ""
     # The piped text, not the run's corpus, was scored: its own count (each character after the first is predicted).
-    assert json.loads(piped.stdout)["chars"] == len(ENGLISH) - 1 != json.loads(from_file.stdout)["chars"]
+    assert json.loads(piped.stdout)["chars"] == len(ENGLISH) - 1 != from_file["chars"]
 
 
 def test_logs_are_plain_on_a_pipe_and_quiet_is_silent(cli, corpus_file):

@@ -1,8 +1,10 @@
 """README.md works as written: every shell block, in order, in one empty folder, then every Python block there.
 
 A block just after `<!-- network -->` (it downloads) or `<!-- install -->` (it installs) is skipped. Budgets
-are made short by one rule: each `charrnn train` loses its `--time T` and gets `--steps 20` and TINY_MODEL's
-flags; in Python, `time="T"` becomes the same settings as keywords. Everything else runs as a user types it.
+are made short by one rule: each `charrnn train` loses its `--time T` and gets SHORT's settings (a few steps, one
+evaluation on a small validation split, TINY_MODEL's network); in Python, `time="T"` becomes the same as keywords.
+Everything else runs as a user types it, the `charrnn` on PATH forked from one interpreter that imported it once
+(tests/forking.py).
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TINY_MODEL, charrnn_command
+from conftest import TINY_OPTIONS, charrnn_command, flags
+from forking import forking_charrnn
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"(?:^<!--\s*(?P<mark>[\w-]+)\s*-->\n)?^```(?P<language>\w*)\n(?P<code>.*?)^```", re.S | re.M)
 SHELLS = {"sh", "bash", "console"}
 SKIPPED = {"network", "install"}
-SHORT_FLAGS = " ".join(["--steps", "20", *TINY_MODEL])
-SHORT_KEYWORDS = ", ".join(["steps=20"] + [f"{flag[2:].replace('-', '_')}={value}"
-                                           for flag, value in zip(TINY_MODEL[::2], TINY_MODEL[1::2])])
+SHORT = {**TINY_OPTIONS, "steps": 10, "val_fraction": 0.01}  # steps == eval_every: one evaluation, at the end
+SHORT_FLAGS = " ".join(flags(SHORT))
+SHORT_KEYWORDS = ", ".join(f"{name}={value!r}" for name, value in SHORT.items())
 
 
 def blocks(language_set: set[str]) -> list[str]:
@@ -52,7 +55,7 @@ def test_the_budget_rule_shortens_training_and_nothing_else():
 def test_readme_runs_as_written_in_an_empty_folder(cli, tmp_path):
     tour = tmp_path / "tour"
     tour.mkdir()
-    env = dict(cli.env, PATH=f"{Path(charrnn_command()[0]).parent}:{cli.env.get('PATH', '')}")
+    env = dict(cli.env)
     for name in ("CHARRNN_CATALOGUE", "CHARRNN_RUNS"):
         env.pop(name, None)
 
@@ -64,8 +67,10 @@ def test_readme_runs_as_written_in_an_empty_folder(cli, tmp_path):
 
     shell = blocks(SHELLS)
     assert len(shell) >= 2 and any("charrnn train" in code for code in shell)
-    for code in shell:
-        run(["bash", "-e", "-o", "pipefail", "-c"], shell_commands(code))
+    with forking_charrnn(tmp_path / "bin", env) as commands:
+        env["PATH"] = f"{commands}:{Path(charrnn_command()[0]).parent}:{env.get('PATH', '')}"
+        for code in shell:
+            run(["bash", "-e", "-o", "pipefail", "-c"], shell_commands(code))
     python = blocks({"python"})
     assert python
     for code in python:
