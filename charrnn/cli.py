@@ -161,10 +161,11 @@ def info(
     checkpoint_arg: options.CheckpointOption = None,
     as_json: options.JsonOption = False,
     plot: options.PlotOption = None,
+    force: options.ReplaceImageOption = False,
 ):
     from charrnn import runs as runs_lib
 
-    details, history = runs_lib.describe(checkpoint_arg, plot)
+    details, history = runs_lib.describe(checkpoint_arg, plot, force)
     with product_output():
         if as_json:
             print(json.dumps({**details, "history": history}))
@@ -262,6 +263,7 @@ def viz(
     find: options.FindOption = None,
     top: options.TopOption = 5,
     html_out: options.HtmlOption = None,
+    force: options.ReplacePageOption = False,
     as_json: options.VizJsonOption = False,
     max_chars: options.MaxCharsOption = 10_000,
     device: options.DeviceOption = "cpu",
@@ -274,7 +276,7 @@ def viz(
     text = viz_lib.input_text(file, text, max_chars, encoding, errors)
     view = viz_lib.look(api.load(checkpoint_arg, device).trace(text), surprise, find, top, layer, kind, unit)
     if html_out is not None:
-        view.save_html(html_out)
+        view.save_html(html_out, force)
     with product_output():
         if as_json:
             print(json.dumps(view.as_dict(), ensure_ascii=False))

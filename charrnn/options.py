@@ -81,7 +81,9 @@ RunDirOption = Annotated[
     Optional[Path], typer.Option("--out", "-o", help="Run directory. Default: runs/<corpus name>.")
 ]
 ResumeOption = Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")]
-OverwriteRunOption = Annotated[bool, typer.Option(help="Overwrite a run already in --out.")]
+OverwriteRunOption = Annotated[
+    bool, typer.Option(help="Overwrite a run already in --out, or write into a folder that is not empty.")
+]
 ModelOption = Annotated[Optional[str], typer.Option(help="rnn, gru or lstm.")]
 LayersOption = Annotated[
     Optional[int], typer.Option(help="Recurrent layers. Default: sized with --hidden by the time budget.")
@@ -277,6 +279,8 @@ LicenseOption = Annotated[
     ),
 ]
 ReplaceOption = Annotated[bool, typer.Option(help="Replace files already at --out.")]
+ReplaceImageOption = Annotated[bool, typer.Option(help="Replace a file already at --plot.")]
+ReplacePageOption = Annotated[bool, typer.Option(help="Replace a file already at --html.")]
 CorpusJsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per corpus.")]
 CorpusNamesArgument = Annotated[List[str], typer.Argument(help="Corpus names from `charrnn corpus list`.")]
 FetchQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]

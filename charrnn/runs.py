@@ -117,9 +117,11 @@ def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
-def describe(argument: Optional[str] = None, plot: Optional[Path] = None) -> tuple[dict, list[dict]]:
+def describe(argument: Optional[str] = None, plot: Optional[Path] = None, force: bool = False) -> tuple[dict, list[dict]]:
     """`charrnn info`: a checkpoint's figures (model, size, vocabulary, training) and its training history;
-    with `plot`, the curve also saved there as an image."""
+    with `plot`, the curve also saved there as an image (replacing a file already there only with `force`)."""
+    if plot is not None:
+        writes.check_targets([Path(plot)], force)
     path = checkpoint.resolve_checkpoint(argument)
     saved = checkpoint.load_checkpoint(path)
     history = read_history(path, saved)

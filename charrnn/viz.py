@@ -327,8 +327,10 @@ class View:
     unit: Optional[Unit] = None
     ranking: Optional[list[Unit]] = None
 
-    def save_html(self, path: Path) -> None:
-        """A self-contained page of this view (see `html_page`), written atomically."""
+    def save_html(self, path: Path, force: bool = False) -> None:
+        """A self-contained page of this view (see `html_page`), written atomically; a file already at `path`
+        is replaced only with `force`."""
+        writes.check_targets([Path(path)], force)
         page = html_page(self.text, self.levels, self.values, self.title, self.ranking, self.label)
         writes.write_atomically(path, page.encode("utf-8"))
 

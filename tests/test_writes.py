@@ -145,3 +145,18 @@ def test_export_force_through_the_command(cli, tiny_run):
     assert refused.stderr.count("\n") == 1 and "--force" in refused.stderr and page.read_bytes() == SECRET
     cli("export", tiny_run, "--format", "html", "-o", page, "--force")
     assert page.read_bytes() != SECRET
+
+
+def test_info_plot_and_viz_html_replace_a_users_file_only_when_forced(cli, tiny_run):
+    from charrnn import runs
+
+    image, page = cli.cwd / "curve.png", cli.cwd / "page.html"
+    for path in (image, page):
+        path.write_bytes(SECRET)
+    with pytest.raises(CharRNNError, match="already exists"):
+        runs.describe(str(tiny_run), image)
+    refused = cli("viz", "-c", tiny_run, "--text", "First", "--html", page, check_rc=1)
+    assert refused.stderr.count("\n") == 1 and "--force" in refused.stderr
+    assert image.read_bytes() == SECRET and page.read_bytes() == SECRET
+    cli("viz", "-c", tiny_run, "--text", "First", "--html", page, "--force")
+    assert b"<html" in page.read_bytes()
