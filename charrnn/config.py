@@ -30,6 +30,12 @@ VIZ_FEATURES = ("line-position", "quotes", "brackets", "word-position", "space",
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
+def check_kind(kind: str) -> None:
+    """Refuse a --model charrnn does not have: one check, where a run is set up and where a network is built."""
+    if kind not in MODEL_KINDS:
+        raise SettingError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+
+
 def check_impl(impl: str) -> None:
     """Refuse an --impl charrnn does not have: one check, where a run is set up and where a network is built."""
     if impl not in IMPLEMENTATIONS:
@@ -57,8 +63,7 @@ class ModelConfig:
     dropout: float = 0.0
 
     def validate(self) -> None:
-        if self.model not in MODEL_KINDS:
-            raise SettingError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KINDS)}")
+        check_kind(self.model)
         if self.layers < 1:
             raise SettingError(f"--layers must be at least 1 (got {self.layers})")
         if self.hidden < 1:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from typing_extensions import TypeIs
 
-from charrnn.config import MODEL_KINDS, ModelConfig, check_impl
+from charrnn.config import ModelConfig, check_impl, check_kind
 
 State = Union[Tensor, tuple[Tensor, Tensor]]
 
@@ -132,17 +132,12 @@ CELLS: dict[str, Callable] = {"rnn": rnn_cell, "gru": gru_cell, "lstm": lstm_cel
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown recurrent cell {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
-
-
 class CellStack(nn.Module):
     """A stack of `num_layers` written-out cells with torch's parameter layout, batch first."""
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0):
         super().__init__()
-        _check_kind(kind)
+        check_kind(kind)
         self.kind = kind
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -236,7 +231,7 @@ def recurrent_stack(
     kind: str, impl: str, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0
 ) -> nn.Module:
     """The recurrent layers for `kind` (rnn|gru|lstm): torch's fused module or our written-out cells."""
-    _check_kind(kind)
+    check_kind(kind)
     check_impl(impl)
     if impl == "cells":
         return CellStack(kind, input_size, hidden_size, num_layers, dropout)

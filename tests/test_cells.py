@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from charrnn.config import ModelConfig
 from charrnn.model import CellStack, map_state, recurrent_stack
 from charrnn.errors import SettingError
 from conftest import DEVICES
@@ -178,12 +179,12 @@ def test_trace_exposes_every_step(kind):
             assert 0 <= values.min() and values.max() <= 1, name
 
 
-def test_unknown_impl_is_a_setting_error_and_unknown_kind_a_value_error():
-    # --impl is checked where the network is built (config.check_impl): the user's one-line error, exit 2.
+def test_unknown_impl_or_kind_is_one_setting_error_wherever_it_is_met():
+    # One check each (config.check_impl, config.check_kind), where a run is set up and where a network is built.
     with pytest.raises(SettingError, match="unknown --impl 'cudnn'; choose one of fused, cells"):
         recurrent_stack("lstm", "cudnn", INPUT, HIDDEN, 1, 0.0)
-    # --model is the user's to get wrong in ModelConfig.validate; a bad kind here is a caller's bug.
-    with pytest.raises(ValueError, match="unknown recurrent cell 'transformer'"):
-        CellStack("transformer", INPUT, HIDDEN, 1)
-    with pytest.raises(ValueError, match="unknown recurrent cell 'transformer'"):
-        recurrent_stack("transformer", "fused", INPUT, HIDDEN, 1, 0.0)
+    for build in (lambda: CellStack("transformer", INPUT, HIDDEN, 1),
+                  lambda: recurrent_stack("transformer", "fused", INPUT, HIDDEN, 1, 0.0),
+                  lambda: ModelConfig(model="transformer").validate()):
+        with pytest.raises(SettingError, match="unknown model 'transformer'; choose one of rnn, gru, lstm"):
+            build()
