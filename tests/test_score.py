@@ -8,6 +8,7 @@ import random
 import subprocess
 import threading
 
+import charrnn
 import pytest
 import torch
 
@@ -40,7 +41,7 @@ def test_files_and_json(cli, tiny_run):
     assert records[0]["chars"] == 5 and records[0]["oov"] == 0
 
 
-def test_real_lines_beat_shuffled_ones(cli, tiny_run):
+def test_real_lines_beat_shuffled_ones(tiny_run):  # scored in this process, as `charrnn score` scores them
     rng = random.Random(0)
     shuffled = []
     for line in LINES:
@@ -48,8 +49,7 @@ def test_real_lines_beat_shuffled_ones(cli, tiny_run):
         while "".join(chars) == line:
             rng.shuffle(chars)
         shuffled.append("".join(chars))
-    result = cli("score", "-c", tiny_run, input="\n".join(LINES + shuffled) + "\n")
-    scores = [float(row.split("\t", 1)[0]) for row in result.stdout.splitlines()]
+    scores = [score.bpc for score in charrnn.load(tiny_run).score(LINES + shuffled)]
     real, fake = scores[: len(LINES)], scores[len(LINES):]
     wins = sum(r < f for r, f in zip(real, fake))
     assert wins >= 0.9 * len(LINES), (real, fake)
@@ -64,9 +64,7 @@ def test_head_in_a_shell_pipeline(tiny_run, tmp_path):
     assert len(result.stdout.splitlines()) == 2 and result.stderr == ""
 
 
-def test_missing_file_is_a_one_line_error(cli, tiny_run):
-    result = cli("score", "-c", tiny_run, "nope.txt", check_rc=1)
-    assert result.stderr.startswith("charrnn: error: nope.txt") and len(result.stderr.splitlines()) == 1
+# A missing file is one line: test_errors' score_missing_file.
 
 
 def test_batched_scores_equal_one_at_a_time(tiny_run, monkeypatch):
