@@ -1,8 +1,8 @@
 """README.md works as written: every shell block, in order, in one empty folder, then every Python block there.
 
 A block just after `<!-- network -->` (it downloads) or `<!-- install -->` (it installs) is skipped. Budgets
-are made short by one rule: each `charrnn train` loses its `--time T` and gets SHORT's settings (a few steps, one
-evaluation on a small validation split, TINY_MODEL's network); in Python, `time="T"` becomes the same as keywords.
+are made short by one rule: each `charrnn train` loses its `--time T` and gets SHORT's settings (a few steps, two
+evaluations of a small validation split, TINY_MODEL's network); in Python, `time="T"` becomes the same as keywords.
 Everything else runs as a user types it, the `charrnn` on PATH forked from one interpreter that imported it once
 (tests/forking.py).
 """
@@ -21,7 +21,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"(?:^<!--\s*(?P<mark>[\w-]+)\s*-->\n)?^```(?P<language>\w*)\n(?P<code>.*?)^```", re.S | re.M)
 SHELLS = {"sh", "bash", "console"}
 SKIPPED = {"network", "install"}
-SHORT = {**TINY_OPTIONS, "steps": 10, "val_fraction": 0.01}  # steps == eval_every: one evaluation, at the end
+SHORT = {**TINY_OPTIONS, "steps": 20, "val_fraction": 0.01}  # two evaluations (test_docs prints both), each quick
 SHORT_FLAGS = " ".join(flags(SHORT))
 SHORT_KEYWORDS = ", ".join(f"{name}={value!r}" for name, value in SHORT.items())
 
