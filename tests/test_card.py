@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -86,11 +85,4 @@ def test_export_license_reaches_the_card(tiny_run, tmp_path):
     assert header((tmp_path / "out" / hf.CARD).read_text("utf-8"))["license"] == "apache-2.0"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "hf", "--license", "MIT OR <b>"], "not an SPDX license identifier"),
-    (["--format", "html", "--license", "mit"], "needs --format hf"),
-])
-def test_a_bad_license_is_a_usage_error_that_writes_nothing(cli, tiny_run, args, message):
-    result = cli("export", tiny_run, "-o", "out", *args, check_rc=2)
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not Path(cli.cwd, "out").exists()
+# A bad --license is a usage error that writes nothing: test_errors' export_license_* cases.
