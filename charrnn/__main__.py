@@ -81,8 +81,10 @@ def run(app) -> None:
     except Exception as error:  # a bug: one line for the user; CHARRNN_TRACEBACK=1 shows where, for a report
         if os.environ.get("CHARRNN_TRACEBACK"):
             raise
-        print(f"charrnn: internal error: {type(error).__name__}: {error}; "
-              "rerun with CHARRNN_TRACEBACK=1 and report it", file=sys.stderr)
+        print(
+            f"charrnn: internal error: {type(error).__name__}: {error}; rerun with CHARRNN_TRACEBACK=1 and report it",
+            file=sys.stderr,
+        )
         code = 1
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -10,21 +10,38 @@ import copy
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
 from charrnn import checkpoint, distributed, finetune, rundir
 from charrnn.budget import sized_fields
-from charrnn.config import (ADAPTING, DynamicSettings, ModelConfig, SamplingSettings, TrainConfig, format_duration,
-                            parse_duration)
+from charrnn.config import (
+    ADAPTING,
+    DynamicSettings,
+    ModelConfig,
+    SamplingSettings,
+    TrainConfig,
+    format_duration,
+    parse_duration,
+)
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, SettingError, escaped, is_main, launched_world_size
-from charrnn.evaluate import (LineScore, adapted, dynamic_loss, known_ids, read_pieces, score_lines, score_pieces,
-                              summarize, total_loss)
+from charrnn.evaluate import (
+    LineScore,
+    adapted,
+    dynamic_loss,
+    known_ids,
+    read_pieces,
+    score_lines,
+    score_pieces,
+    summarize,
+    total_loss,
+)
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter
@@ -38,8 +55,9 @@ Dynamic = Union[bool, DynamicSettings]  # dynamic evaluation: off, on with the m
 Progress = Callable[[float], None]  # hears the fraction of the work done
 
 
-def load(path: Union[str, os.PathLike, None] = None, device: str = "auto", impl: str = "fused",
-         sha256: bool = False) -> "LanguageModel":
+def load(
+    path: Union[str, os.PathLike, None] = None, device: str = "auto", impl: str = "fused", sha256: bool = False
+) -> LanguageModel:
     """A trained model from a run directory, a .pt file or an exported folder; None: $CHARRNN_CHECKPOINT,
     else the newest run under ./runs (as the CLI's -c). sha256: also hash the weights read (`.sha256`)."""
     resolved = checkpoint.resolve_checkpoint(None if path is None else os.fspath(path))
@@ -50,8 +68,14 @@ def load(path: Union[str, os.PathLike, None] = None, device: str = "auto", impl:
 class LanguageModel:
     """A checkpoint's network on a device, with its vocabulary: what every reading command works on."""
 
-    def __init__(self, saved: Checkpoint, path: Optional[Path] = None, device: str = "auto", impl: str = "fused",
-                 sha256: Optional[str] = None):
+    def __init__(
+        self,
+        saved: Checkpoint,
+        path: Optional[Path] = None,
+        device: str = "auto",
+        impl: str = "fused",
+        sha256: Optional[str] = None,
+    ):
         self.checkpoint, self.path, self.impl, self.sha256 = saved, path, impl, sha256
         self.device = pick_device(device)
         self.network = model_from_checkpoint(saved, impl=impl, device=self.device)
@@ -59,8 +83,10 @@ class LanguageModel:
 
     def __repr__(self) -> str:
         config = self.checkpoint.model_config
-        return (f"<charrnn.LanguageModel {config.model} {config.layers}x{config.hidden} "
-                f"vocab {len(self.vocab)} on {self.device.type}: {self.path}>")
+        return (
+            f"<charrnn.LanguageModel {config.model} {config.layers}x{config.hidden} "
+            f"vocab {len(self.vocab)} on {self.device.type}: {self.path}>"
+        )
 
     # --- generation -----------------------------------------------------------------------------------------
 
@@ -71,8 +97,11 @@ class LanguageModel:
         (and --lines for a model that never saw a newline) are refused here; settled settings pass unchanged."""
         settings = replace(settings or SamplingSettings(), **overrides)
         endings(self.vocab, settings.stop, settings.lines)
-        return replace(settings, seed=chosen_seed(settings.seed),
-                       precision=resolve_weight_precision(settings.precision, self.device, settings.n))
+        return replace(
+            settings,
+            seed=chosen_seed(settings.seed),
+            precision=resolve_weight_precision(settings.precision, self.device, settings.n),
+        )
 
     def parts(self, prime: Prime = "", settings: Optional[SamplingSettings] = None, **overrides) -> Iterator[Part]:
         """The samples' text in output order, as `Part(sample, text, ended)`, each sample's text after the prime.
@@ -82,14 +111,16 @@ class LanguageModel:
         and every core is faster; torch's thread count is restored once the iterator is exhausted or closed.
         """
         settings = self.settled(settings, **overrides)
-        steps = generate(self.network, self.vocab, after_a_newline(prime) if settings.lines else prime, settings,
-                         self.device)
+        steps = generate(
+            self.network, self.vocab, after_a_newline(prime) if settings.lines else prime, settings, self.device
+        )
         if "OMP_NUM_THREADS" not in os.environ and self.device.type == "cpu":
             steps = on_fastest_threads(steps, thread_choices(settings.n))
         return ordered_parts(steps, settings.n, endings(self.vocab, settings.stop, settings.lines))
 
-    def generate(self, prime: Prime = "", settings: Optional[SamplingSettings] = None,
-                 **overrides) -> Union[str, list[str]]:
+    def generate(
+        self, prime: Prime = "", settings: Optional[SamplingSettings] = None, **overrides
+    ) -> Union[str, list[str]]:
         """New characters after `prime` (the prime itself not included), as `charrnn sample` makes them: one string,
         or a list of `n`. The settings are a `SamplingSettings`, or its fields as keywords (which replace those of
         `settings` when both are given): `length` characters, `temperature` (0: greedy), `top_k`, `top_p`, `seed`,
@@ -106,38 +137,54 @@ class LanguageModel:
     def provenance(self) -> dict:
         """Besides the settings, what reproduces this model's samples (`sample --json` records it): the device, the
         implementation, the checkpoint's path and, when loaded with sha256=True, its digest."""
-        return {"device": self.device.type, "impl": self.impl,
-                "checkpoint": None if self.path is None else os.path.abspath(self.path), "sha256": self.sha256}
+        return {
+            "device": self.device.type,
+            "impl": self.impl,
+            "checkpoint": None if self.path is None else os.path.abspath(self.path),
+            "sha256": self.sha256,
+        }
 
     # --- reading text ---------------------------------------------------------------------------------------
 
     def evaluate(self, text: str, dynamic: Dynamic = False) -> dict:
-        """loss (nats/char), bpc, perplexity, chars and oov of `text`: what `charrnn eval` reports for a file holding it.
+        """loss (nats/char), bpc, perplexity, chars and oov of `text`: what `charrnn eval` reports for a file
+        holding it.
 
         dynamic: True (the measured defaults) or a `DynamicSettings`: the figures of dynamic evaluation, where the
         model adapts as it reads (the model itself is left unchanged), with the settings, the seconds it took, and
         the static figures under "static" for comparison."""
         return self.evaluate_ids(*known_ids(text, self.vocab), dynamic)
 
-    def evaluate_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
-                       dynamic: Dynamic = False, progress: Optional[Progress] = None) -> dict:
+    def evaluate_files(
+        self,
+        files: Sequence[str],
+        encoding: str = "utf-8",
+        errors: str = "strict",
+        dynamic: Dynamic = False,
+        progress: Optional[Progress] = None,
+    ) -> dict:
         """`evaluate` on text files, directories or - (stdin), read as a stream. `progress` hears the fraction
         of the static evaluation done (a `progress.Meter` shows it)."""
         corpus = load_corpus(list(files), encoding, errors, vocab=self.vocab)
         return self.evaluate_ids(corpus.ids, corpus.oov, dynamic, progress)
 
-    def adapted(self, text: str, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
+    def adapted(self, text: str, settings: DynamicSettings = ADAPTING) -> LanguageModel:
         """This model after reading `text` once, learning as it reads (dynamic evaluation's updates), so that it
         writes in that text's style: `charrnn sample --adapt`. Characters it does not know are skipped; this
         model and its checkpoint are left as they were."""
         return self.adapted_to_ids(known_ids(text, self.vocab)[0], settings)
 
-    def adapted_to_files(self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict",
-                         settings: DynamicSettings = ADAPTING) -> "LanguageModel":
+    def adapted_to_files(
+        self,
+        files: Sequence[str],
+        encoding: str = "utf-8",
+        errors: str = "strict",
+        settings: DynamicSettings = ADAPTING,
+    ) -> LanguageModel:
         """`adapted` to text files, directories or - (stdin)."""
         return self.adapted_to_ids(load_corpus(list(files), encoding, errors, vocab=self.vocab).ids, settings)
 
-    def adapted_to_ids(self, ids: np.ndarray, settings: DynamicSettings = ADAPTING) -> "LanguageModel":
+    def adapted_to_ids(self, ids: np.ndarray, settings: DynamicSettings = ADAPTING) -> LanguageModel:
         """`adapted` to text already looked up in the vocabulary."""
         twin = copy.copy(self)
         twin.network = adapted(self.network, ids, self.device, settings)
@@ -151,13 +198,13 @@ class LanguageModel:
     def validation_ids(self) -> tuple[np.ndarray, int]:
         """The run's validation split as ids, and how many characters of its corpus the vocabulary lacks."""
         sources = self.training_corpus()
-        corpus = load_corpus(sources, self.checkpoint.encoding, self.checkpoint.errors,
-                             vocab=self.vocab)
+        corpus = load_corpus(sources, self.checkpoint.encoding, self.checkpoint.errors, vocab=self.vocab)
         _, ids = corpus.split(self.train_config.val_fraction)
         return ids, corpus.oov
 
-    def evaluate_ids(self, ids: np.ndarray, oov: int = 0, dynamic: Dynamic = False,
-                     progress: Optional[Progress] = None) -> dict:
+    def evaluate_ids(
+        self, ids: np.ndarray, oov: int = 0, dynamic: Dynamic = False, progress: Optional[Progress] = None
+    ) -> dict:
         started = time.perf_counter()
         windows = evaluation_windows(ids, self.train_config.seq_len)
         static = summarize(*total_loss(self.network, windows, self.device, progress=progress), oov)
@@ -167,8 +214,14 @@ class LanguageModel:
         settings = DynamicSettings() if dynamic is True else dynamic
         started = time.perf_counter()
         result = summarize(*dynamic_loss(self.network, ids, self.device, settings), oov)
-        return {**result, "seconds": time.perf_counter() - started, "segment": settings.segment,
-                "lr": settings.lr, "decay": settings.decay, "static": static}
+        return {
+            **result,
+            "seconds": time.perf_counter() - started,
+            "segment": settings.segment,
+            "lr": settings.lr,
+            "decay": settings.decay,
+            "static": static,
+        }
 
     @property
     def train_config(self) -> TrainConfig:
@@ -180,14 +233,20 @@ class LanguageModel:
         absolute path (as `charrnn train` stores them) are read, or [] for the built-in corpus."""
         sources = self.checkpoint.corpus_args
         if sources is None:  # an exported folder leaves out the paths of the machine that trained it
-            raise CharRNNError("this checkpoint does not name the files it was trained on, so its validation split "
-                               "cannot be re-read; pass FILE (or - for stdin) to score")
+            raise CharRNNError(
+                "this checkpoint does not name the files it was trained on, so its validation split "
+                "cannot be re-read; pass FILE (or - for stdin) to score"
+            )
         if "-" in sources:
-            raise CharRNNError("this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -")
+            raise CharRNNError(
+                "this run's corpus came from stdin, so its validation split cannot be re-read; pass FILE or -"
+            )
         for source in sources:
             if not (os.path.isabs(source) and (os.path.isfile(source) or os.path.isdir(source))):
-                raise CharRNNError(f"this run's corpus {escaped(source)} is not a file or directory on this machine, so its "
-                                   "validation split cannot be re-read; pass FILE (or - for stdin) to score")
+                raise CharRNNError(
+                    f"this run's corpus {escaped(source)} is not a file or directory on this machine, so its "
+                    "validation split cannot be re-read; pass FILE (or - for stdin) to score"
+                )
         return sources
 
     def training_corpus_name(self) -> str:
@@ -201,8 +260,9 @@ class LanguageModel:
         for batch in score_lines(self.network, self.vocab, lines, self.device):
             yield from batch
 
-    def score_files(self, files: Sequence[str], encoding: str = "utf-8",
-                    errors: str = "strict") -> Iterator[list[LineScore]]:
+    def score_files(
+        self, files: Sequence[str], encoding: str = "utf-8", errors: str = "strict"
+    ) -> Iterator[list[LineScore]]:
         """`score` on the lines of text files or - (none: stdin), batch by batch, as `charrnn score` writes them; a
         line is read in pieces, so that neither an endless line nor endless input is held whole."""
         return score_pieces(self.network, self.vocab, read_pieces(list(files), encoding, errors), self.device)
@@ -214,16 +274,38 @@ class LanguageModel:
         return trace_text(adapted, text, self.device)
 
 
-def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None] = None,
-          out: Union[str, os.PathLike, None] = None, time: Union[str, float, None] = None, steps: Optional[int] = None,
-          on_progress: Optional[Callable[[dict], None]] = None, quiet: bool = True, *, resume: bool = False,
-          force: bool = False, model: Optional[str] = None, layers: Optional[int] = None, hidden: Optional[int] = None,
-          embed: Optional[int] = None, dropout: Optional[float] = None, seq_len: Optional[int] = None,
-          batch_size: Optional[int] = None, lr: Optional[float] = None, weight_decay: Optional[float] = None,
-          seed: Optional[int] = None, schedule_steps: Optional[int] = None, val_fraction: Optional[float] = None,
-          eval_every: Optional[int] = None, device: str = "auto", impl: str = "fused", precision: Optional[str] = None,
-          encoding: str = "utf-8", errors: str = "strict", init_from: Optional[str] = None,
-          reporter: Optional[Reporter] = None, started: Optional[float] = None) -> dict:
+def train(
+    corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None] = None,
+    out: Union[str, os.PathLike, None] = None,
+    time: Union[str, float, None] = None,
+    steps: Optional[int] = None,
+    on_progress: Optional[Callable[[dict], None]] = None,
+    quiet: bool = True,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    model: Optional[str] = None,
+    layers: Optional[int] = None,
+    hidden: Optional[int] = None,
+    embed: Optional[int] = None,
+    dropout: Optional[float] = None,
+    seq_len: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    lr: Optional[float] = None,
+    weight_decay: Optional[float] = None,
+    seed: Optional[int] = None,
+    schedule_steps: Optional[int] = None,
+    val_fraction: Optional[float] = None,
+    eval_every: Optional[int] = None,
+    device: str = "auto",
+    impl: str = "fused",
+    precision: Optional[str] = None,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    init_from: Optional[str] = None,
+    reporter: Optional[Reporter] = None,
+    started: Optional[float] = None,
+) -> dict:
     """Train a run as `charrnn train` does, with its settings and defaults; returns the summary
     (steps, val_loss, best_val_loss, elapsed, chars_per_s, out_dir).
 
@@ -232,17 +314,33 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
     fraction (of the budget) and evaluated (whether this step validated and checkpointed). started: the
     time.monotonic() the --time budget counts from (default: now; the CLI gives its process's start).
     """
-    corpus_args = [] if corpus is None else [os.fspath(corpus)] if isinstance(corpus, (str, os.PathLike)) \
+    corpus_args = (
+        []
+        if corpus is None
+        else [os.fspath(corpus)]
+        if isinstance(corpus, (str, os.PathLike))
         else [os.fspath(c) for c in corpus]
+    )
     shape = given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
     # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
     init, record = finetune.load_init(init_from) if init_from is not None and not resume else (None, None)
     time_budget = parse_duration(time) if isinstance(time, str) else None if time is None else float(time)
     model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
     options = given(
-        seq_len=seq_len, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, steps=steps,
-        schedule_steps=schedule_steps, time_budget=time_budget, val_fraction=val_fraction,
-        eval_every=eval_every, device=device, impl=impl, precision=precision)
+        seq_len=seq_len,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        steps=steps,
+        schedule_steps=schedule_steps,
+        time_budget=time_budget,
+        val_fraction=val_fraction,
+        eval_every=eval_every,
+        device=device,
+        impl=impl,
+        precision=precision,
+    )
     train_config = TrainConfig(**(finetune.train_options(options) if init is not None else options))
     if out is None:
         if resume:
@@ -252,20 +350,33 @@ def train(corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Non
     reporter = reporter or Reporter(quiet=quiet or not is_main(), on_progress=on_progress)
     try:
         with distributed.stopped_peers(out):
-            summary = run_training(corpus_args, model_config, train_config, out, resume=resume, force=force,
-                                   reporter=reporter, encoding=encoding, errors=errors, init=init, init_from=record,
-                                   sized=sized_fields(shape, resume, init is not None), started=started,
-                                   given=[*shape, *options, *(["init_from"] if init_from is not None else [])])
+            summary = run_training(
+                corpus_args,
+                model_config,
+                train_config,
+                out,
+                resume=resume,
+                force=force,
+                reporter=reporter,
+                encoding=encoding,
+                errors=errors,
+                init=init,
+                init_from=record,
+                sized=sized_fields(shape, resume, init is not None),
+                started=started,
+                given=[*shape, *options, *(["init_from"] if init_from is not None else [])],
+            )
         distributed.finish()
     finally:
         reporter.close()
     best = summary["best_val_loss"]
-    reporter.log(f"done: {summary['steps']} steps in {format_duration(summary['elapsed'])}; "
-                 f"best val loss {best:.4f} nats/char ({best / math.log(2):.3f} bpc); saved {out}/best.pt and {out}/last.pt")
+    reporter.log(
+        f"done: {summary['steps']} steps in {format_duration(summary['elapsed'])}; "
+        f"best val loss {best:.4f} nats/char ({best / math.log(2):.3f} bpc); saved {out}/best.pt and {out}/last.pt"
+    )
     return summary
 
 
 def given(**options) -> dict:
     """The options the user set: the rest keep the defaults that config.py holds."""
     return {name: value for name, value in options.items() if value is not None}
-

@@ -103,8 +103,12 @@ def sized_fields(given_shape: dict, resume: bool, fine_tune: bool) -> tuple[str,
     return tuple(name for name in SIZED_FIELDS if name not in given_shape)
 
 
-def seconds_per_step(step: Callable[[], None], enough: float = math.inf, steps: int = PROBE_STEPS,
-                     clock: Callable[[], float] = time.perf_counter) -> float:
+def seconds_per_step(
+    step: Callable[[], None],
+    enough: float = math.inf,
+    steps: int = PROBE_STEPS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """The fastest of up to `steps` timed calls of `step`, after one untimed call, stopping once the timed
     calls have taken `enough` seconds. The fastest: on a shared machine, the least disturbed is the truest."""
     step()  # a shape's first step sets up its kernels (oneDNN primitives, cuDNN plans)
@@ -129,8 +133,9 @@ def candidates(sized: tuple[str, ...]) -> tuple[Tier, ...]:
     return TIERS if "layers" in sized else tuple(tier for tier in TIERS if tier.layers == 1)
 
 
-def choose_tier(seconds: float, measure: Measure, chars_per_step: int,
-                sized: tuple[str, ...] = SIZED_FIELDS) -> tuple[Tier, list[Timed]]:
+def choose_tier(
+    seconds: float, measure: Measure, chars_per_step: int, sized: tuple[str, ...] = SIZED_FIELDS
+) -> tuple[Tier, list[Timed]]:
     """The largest tier that reads what it needs in `seconds` at this device's speed (at least the tier the CPU
     the tiers were measured on would choose), and the tiers timed to decide it (each with its `sized` fields)."""
     tiers = candidates(sized)
@@ -172,8 +177,10 @@ def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -
     speeds = ", ".join(f"{t.chars_per_s / 1000:,.1f}k chars/s at {size(t.tier)}" for t in timed)
     last = timed[-1]
     if last.tier != chosen:
-        why = (f"{size(last.tier)} would read {seconds * last.tier.sustained(last.chars_per_s) / 1e6:,.1f}M of the "
-               f"{last.tier.needs / 1e6:,.1f}M characters it needs")
+        why = (
+            f"{size(last.tier)} would read {seconds * last.tier.sustained(last.chars_per_s) / 1e6:,.1f}M of the "
+            f"{last.tier.needs / 1e6:,.1f}M characters it needs"
+        )
     elif last.tier.sustained(last.chars_per_s) < chosen.reference:
         why = "slower than the CPU the sizes were measured on, whose choice stands"
     elif chosen == candidates(tuple(shape))[-1]:

@@ -41,8 +41,10 @@ def unwritable(path: Path, error: Exception) -> CharRNNError:
     """The line for a run's file that could not be written, with the advice that works for what the run holds."""
     reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed; is the disk full?"
     if (path.parent / LAST).is_file():
-        then = f"the checkpoints already in {path.parent} are intact; free some space or make the directory " \
-               "writable, then continue with --resume"
+        then = (
+            f"the checkpoints already in {path.parent} are intact; free some space or make the directory "
+            "writable, then continue with --resume"
+        )
     else:
         then = "free some space or make the directory writable, then train again (or choose another --out)"
     return CharRNNError(f"cannot write {path} ({reason}); {then}")
@@ -61,18 +63,24 @@ def load_checkpoint(path: Path) -> Checkpoint:
     check_archive(path)
     damaged = damaged_member(path)
     if damaged is not None:
-        raise CharRNNError(f"{path}: corrupted ({escaped(damaged)} does not match its checksum); "
-                           "use another checkpoint, e.g. the run's best.pt or last.pt")
+        raise CharRNNError(
+            f"{path}: corrupted ({escaped(damaged)} does not match its checksum); "
+            "use another checkpoint, e.g. the run's best.pt or last.pt"
+        )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a crafted pickle can make torch warn (an odd protocol): the error line is enough
+            warnings.simplefilter(
+                "ignore"
+            )  # a crafted pickle can make torch warn (an odd protocol): the error line is enough
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # torch names the global in two wordings: "Unsupported global: GLOBAL builtins.exec was not an allowed
         # global ..." and, for the modules it blocks outright (os, sys), "... unsupported GLOBAL posix.system whose
         # module posix is blocked" (torch 2.13).
         found = re.search(r"\bGLOBAL ([\w.]+)", str(error))
-        what = f"it would call {found.group(1)} when unpickled" if found else "it holds more than tensors and plain data"
+        what = (
+            f"it would call {found.group(1)} when unpickled" if found else "it holds more than tensors and plain data"
+        )
         raise refused(path, f"{what}, which could run code") from None
     except Exception:
         raise unreadable(path) from None
@@ -110,17 +118,23 @@ def require_safe_torch() -> None:
     """Refuse to unpickle anything with a torch whose weights_only loading a crafted file can get past."""
     found = re.match(r"(\d+)\.(\d+)", torch.__version__)
     if found is None or tuple(int(part) for part in found.groups()) < MINIMUM_TORCH:
-        raise CharRNNError(f"torch {torch.__version__} cannot load checkpoints safely (a crafted one could run code); "
-                           "upgrade it: pip install 'torch>=2.10'")
+        raise CharRNNError(
+            f"torch {torch.__version__} cannot load checkpoints safely (a crafted one could run code); "
+            "upgrade it: pip install 'torch>=2.10'"
+        )
 
 
 def refused(path: Path, reason: str) -> CharRNNError:
-    return CharRNNError(f"{path}: refused to load: {reason}; "
-                        "charrnn loads only the checkpoints it writes: use one from a source you trust")
+    return CharRNNError(
+        f"{path}: refused to load: {reason}; "
+        "charrnn loads only the checkpoints it writes: use one from a source you trust"
+    )
 
 
 def unreadable(path: Path) -> CharRNNError:
-    return CharRNNError(f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt")
+    return CharRNNError(
+        f"{path}: not a readable checkpoint (truncated or corrupted); use another, e.g. the run's best.pt or last.pt"
+    )
 
 
 def check_archive(path: Path) -> None:
@@ -136,7 +150,9 @@ def check_archive(path: Path) -> None:
     except ARCHIVE_ERRORS:  # charrnn writes zip archives, nothing else
         raise unreadable(path) from None
     if any(part.compress_type != zipfile.ZIP_STORED or part.compress_size != part.file_size for part in parts):
-        raise refused(path, "it holds compressed parts, which charrnn never writes and which could inflate to gigabytes")
+        raise refused(
+            path, "it holds compressed parts, which charrnn never writes and which could inflate to gigabytes"
+        )
     declared, size = sum(part.file_size for part in parts), path.stat().st_size
     if declared > size or any(part.header_offset + part.file_size > size for part in parts):
         raise refused(path, f"its parts declare {declared:,} bytes in a file of {size:,}")
@@ -167,7 +183,9 @@ def resolve_checkpoint(argument: Optional[str], prefer: str = BEST) -> Path:
     if argument is None:
         run = newest_run()
         if run is None:
-            raise CharRNNError(f"no trained run found under ./{RUNS_DIR}; train one with `charrnn train` or pass -c PATH")
+            raise CharRNNError(
+                f"no trained run found under ./{RUNS_DIR}; train one with `charrnn train` or pass -c PATH"
+            )
         argument = str(run)
     path = Path(argument)
     if path.is_dir():
@@ -176,6 +194,8 @@ def resolve_checkpoint(argument: Optional[str], prefer: str = BEST) -> Path:
                 return path / name
         if hf.is_folder(path):
             return path
-        raise CharRNNError(f"{path}: no {BEST} or {LAST} (nor {hf.CONFIG} and {hf.WEIGHTS}) in this directory; "
-                           "pass a run directory, an exported folder or a .pt file")
+        raise CharRNNError(
+            f"{path}: no {BEST} or {LAST} (nor {hf.CONFIG} and {hf.WEIGHTS}) in this directory; "
+            "pass a run directory, an exported folder or a .pt file"
+        )
     return path

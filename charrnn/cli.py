@@ -114,7 +114,9 @@ def sample(
 
     settings = SamplingSettings.from_options(ctx.params)
     if as_json and separator is not None:
-        raise SettingError("--separator does not apply to --json, which writes one object per line; leave one of them out")
+        raise SettingError(
+            "--separator does not apply to --json, which writes one object per line; leave one of them out"
+        )
     lm = api.load(checkpoint_arg, device, impl, sha256=as_json)
     settings = lm.settled(settings)  # the seed and precision made exact, to record; refused before any text is written
     pieces = prime_pieces(prime, encoding, whole=as_json)
@@ -227,8 +229,11 @@ def export(
     print(f"charrnn: wrote {escaped(str(out))}", file=sys.stderr)
 
 
-corpus_app = typer.Typer(help="Named corpora: the classic char-rnn texts.\n\nFetched once into the user cache.",
-                         no_args_is_help=True, rich_markup_mode=None)
+corpus_app = typer.Typer(
+    help="Named corpora: the classic char-rnn texts.\n\nFetched once into the user cache.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(corpus_app, name="corpus")
 
 
@@ -237,13 +242,14 @@ def corpus_list(as_json: options.CorpusJsonOption = False):
     from charrnn import corpora
 
     with product_output():
-        for line in corpora.catalogue_lines(as_json, warn=lambda message: print(f"charrnn: {message}", file=sys.stderr)):
+        for line in corpora.catalogue_lines(
+            as_json, warn=lambda message: print(f"charrnn: {message}", file=sys.stderr)
+        ):
             print(line)
 
 
 @corpus_app.command("fetch", help=options.CORPUS_FETCH_HELP)
-def corpus_fetch(names: options.CorpusNamesArgument,
-                 quiet: options.FetchQuietOption = False):
+def corpus_fetch(names: options.CorpusNamesArgument, quiet: options.FetchQuietOption = False):
     from charrnn import corpora
 
     paths = corpora.fetch_named(names, quiet)

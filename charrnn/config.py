@@ -13,7 +13,8 @@ MODEL_KINDS = ("rnn", "gru", "lstm")
 IMPLEMENTATIONS = ("fused", "cells")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
-# How generation stores the weights (charrnn.sample's Stepper). auto: fp16 on x86 CPUs, int8 there for a batch; fp32 elsewhere.
+# How generation stores the weights (charrnn.sample's Stepper).
+# auto: fp16 on x86 CPUs, int8 there for a batch; fp32 elsewhere.
 WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 # More of the CLI's choices, here without torch so that `charrnn --help` needs none: the modules that do the
@@ -23,8 +24,16 @@ RunSort = Literal["name", "bpc", "written", "steps", "time", "size"]  # charrnn.
 ExportFormat = Literal["hf", "onnx", "html"]  # charrnn.export.FORMATS
 RUN_SORTS: tuple[str, ...] = get_args(RunSort)
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
-VIZ_FEATURES = ("line-position", "quotes", "brackets", "word-position", "space", "uppercase", "vowel",
-                "punctuation")  # charrnn.viz.FEATURES
+VIZ_FEATURES = (
+    "line-position",
+    "quotes",
+    "brackets",
+    "word-position",
+    "space",
+    "uppercase",
+    "vowel",
+    "punctuation",
+)  # charrnn.viz.FEATURES
 
 # What torch's generators take as a seed: a 64-bit integer, signed or not (-1 and 2**64 - 1 are one seed).
 SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -184,7 +193,8 @@ class FineTuneDefaults:
 
 @dataclass(frozen=True)
 class DynamicSettings:
-    """How dynamic evaluation (charrnn/evaluate.py) adapts: characters per update, SGD step, pull back toward the trained weights."""
+    """How dynamic evaluation (charrnn/evaluate.py) adapts: characters per update, SGD step, pull back toward the
+    trained weights."""
 
     # Chosen on the first 100k characters of tiny-shakespeare's validation split, scored by the 5-minute
     # default model (1x384 LSTM): AdamW-trained weights want large SGD steps (the lr is per mean loss of a
@@ -203,11 +213,13 @@ class DynamicSettings:
             raise SettingError(f"--dynamic-decay must be in [0, 1] (got {self.decay})")
 
 
-def dynamic_settings(dynamic: bool, segment: Optional[int] = None, lr: Optional[float] = None,
-                     decay: Optional[float] = None) -> Union[bool, DynamicSettings]:
+def dynamic_settings(
+    dynamic: bool, segment: Optional[int] = None, lr: Optional[float] = None, decay: Optional[float] = None
+) -> Union[bool, DynamicSettings]:
     """`eval --dynamic` and its settings as one value: False, or the settings, defaults where none is given."""
-    given: dict[str, Any] = {name: value for name, value in (("segment", segment), ("lr", lr), ("decay", decay))
-                             if value is not None}
+    given: dict[str, Any] = {
+        name: value for name, value in (("segment", segment), ("lr", lr), ("decay", decay)) if value is not None
+    }
     if not dynamic and given:
         raise SettingError("--segment, --dynamic-lr and --dynamic-decay need --dynamic")
     return DynamicSettings(**given) if dynamic else False
@@ -261,8 +273,9 @@ class SamplingSettings:
         if self.n < 1:
             raise SettingError(f"-n/--num-samples must be at least 1 (got {self.n})")
         if self.precision not in WEIGHT_PRECISIONS:
-            raise SettingError(f"unknown --precision {self.precision!r} for sampling; "
-                               f"choose one of {', '.join(WEIGHT_PRECISIONS)}")
+            raise SettingError(
+                f"unknown --precision {self.precision!r} for sampling; choose one of {', '.join(WEIGHT_PRECISIONS)}"
+            )
         if "" in self.stop:
             raise SettingError("--stop needs some text: an empty string would end every sample before it began")
 

@@ -22,9 +22,10 @@ import urllib.request
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional
+from typing import IO, Optional
 
 from charrnn import writes
 from charrnn.errors import CharRNNError
@@ -146,13 +147,13 @@ def value_problem(fields: dict) -> Optional[str]:
     if urllib.parse.urlparse(url).scheme not in SCHEMES:
         return f"url {shown(url)} is not https, http or file"
     if size is not None and size < 0:
-        return f"\"bytes\" is {size}, not a size"
+        return f'"bytes" is {size}, not a size'
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-        return f"\"sha256\" is {shown(sha256)}, not 64 hex digits"
+        return f'"sha256" is {shown(sha256)}, not 64 hex digits'
     if archive not in (None, "zip"):
-        return f"archive kind {shown(archive)} is unknown; only \"zip\" is understood"
+        return f'archive kind {shown(archive)} is unknown; only "zip" is understood'
     if archive and not (member and is_plain_name(member)):
-        return f"\"member\" is {shown(member)}, not the plain name of a file at the top of the zip"
+        return f'"member" is {shown(member)}, not the plain name of a file at the top of the zip'
     return None
 
 
@@ -173,8 +174,10 @@ def inside_cache(entry: Entry, path: Path) -> Path:
     """`path`, once checked to resolve inside the corpus cache: neither a name nor a link planted there leads out."""
     root, resolved = corpora_root().resolve(), path.resolve()
     if root not in resolved.parents:
-        raise CharRNNError(f"{catalogue_path()}: corpus {entry.name!r} would be stored at {resolved}, outside the "
-                           f"corpus cache {root}; fix the catalogue, or remove the link in the cache that leads there")
+        raise CharRNNError(
+            f"{catalogue_path()}: corpus {entry.name!r} would be stored at {resolved}, outside the "
+            f"corpus cache {root}; fix the catalogue, or remove the link in the cache that leads there"
+        )
     return path
 
 
@@ -238,12 +241,16 @@ class RefuseDowngrade(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlparse(req.full_url).scheme == "https" and urllib.parse.urlparse(newurl).scheme != "https":
             fp.close()
-            raise CharRNNError(f"{req.full_url} redirects to {newurl}, which is not https: refused, since an https "
-                               "download never falls back to an unencrypted one; fix the catalogue's url")
+            raise CharRNNError(
+                f"{req.full_url} redirects to {newurl}, which is not https: refused, since an https "
+                "download never falls back to an unencrypted one; fix the catalogue's url"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def copy_at_most(source: IO[bytes], sink: IO[bytes], limit: int, progress: Optional[Callable[[int], None]] = None) -> bool:
+def copy_at_most(
+    source: IO[bytes], sink: IO[bytes], limit: int, progress: Optional[Callable[[int], None]] = None
+) -> bool:
     """Copy `source` to `sink`; False as soon as it proves longer than `limit` (one byte past it read, none written)."""
     done = 0
     while block := source.read(min(READ_BYTES, limit + 1 - done)):
@@ -257,7 +264,9 @@ def copy_at_most(source: IO[bytes], sink: IO[bytes], limit: int, progress: Optio
 
 
 def limit_kind(entry: Entry) -> str:
-    return "the size the catalogue declares" if entry.bytes is not None else "the limit for a corpus of no declared size"
+    return (
+        "the size the catalogue declares" if entry.bytes is not None else "the limit for a corpus of no declared size"
+    )
 
 
 def download(entry: Entry, target: Path, progress: Optional[Progress]) -> None:
@@ -269,9 +278,11 @@ def download(entry: Entry, target: Path, progress: Optional[Progress]) -> None:
             total = int(length) if length and length.isdigit() else entry.bytes
             with writes.written_atomically(target, source_mode(entry.url)) as f:
                 if not copy_at_most(response, f, limit, progress and (lambda done: progress(done, total))):
-                    raise CharRNNError(f"{entry.url} sent more than {limit:,} bytes, {limit_kind(entry)}: corpus "
-                                       f"{entry.name!r} was refused and nothing kept; check that url, or the "
-                                       "catalogue's \"bytes\"")
+                    raise CharRNNError(
+                        f"{entry.url} sent more than {limit:,} bytes, {limit_kind(entry)}: corpus "
+                        f"{entry.name!r} was refused and nothing kept; check that url, or the "
+                        'catalogue\'s "bytes"'
+                    )
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
         raise CharRNNError(
@@ -284,13 +295,17 @@ def verify(entry: Entry, path: Path, fresh: bool, warn: Log) -> None:
     """Check size and sha256 against the catalogue; a download that fails the check is removed."""
     problem = mismatch(entry, path)
     if problem is None and entry.sha256 is None and fresh:
-        warn(f"warning: corpus {entry.name!r} has no published sha256 ({entry.unverified or 'none in the catalogue'}), "
-             f"so it cannot be verified; what was fetched has sha256 {sha256_of(path)}")
+        warn(
+            f"warning: corpus {entry.name!r} has no published sha256 ({entry.unverified or 'none in the catalogue'}), "
+            f"so it cannot be verified; what was fetched has sha256 {sha256_of(path)}"
+        )
     if problem is None:
         return
     if fresh:
         path.unlink(missing_ok=True)
-        raise CharRNNError(f"the download of corpus {entry.name!r} {problem}; it was removed: try again, or check {entry.url}")
+        raise CharRNNError(
+            f"the download of corpus {entry.name!r} {problem}; it was removed: try again, or check {entry.url}"
+        )
     raise CharRNNError(f"{path} {problem}; delete it and run again to download a fresh copy")
 
 
@@ -300,16 +315,22 @@ def extract(entry: Entry, archive: Path, target: Path) -> None:
         with zipfile.ZipFile(archive) as bundle:
             member = bundle.getinfo(member_name(entry))
             if member.file_size > MAX_INFLATION * member.compress_size:
-                raise CharRNNError(f"{archive}: {entry.member!r} would inflate {member.compress_size:,} bytes into "
-                                   f"{member.file_size:,}, a zip bomb rather than a text: refused; delete the file "
-                                   f"and check {entry.url}")
+                raise CharRNNError(
+                    f"{archive}: {entry.member!r} would inflate {member.compress_size:,} bytes into "
+                    f"{member.file_size:,}, a zip bomb rather than a text: refused; delete the file "
+                    f"and check {entry.url}"
+                )
             with bundle.open(member) as source, writes.written_atomically(target, file_mode(archive)) as f:
                 if not copy_at_most(source, f, member.file_size):
-                    raise CharRNNError(f"{archive}: {entry.member!r} inflates beyond the {member.file_size:,} bytes "
-                                       f"its zip entry declares: refused; delete the file and check {entry.url}")
+                    raise CharRNNError(
+                        f"{archive}: {entry.member!r} inflates beyond the {member.file_size:,} bytes "
+                        f"its zip entry declares: refused; delete the file and check {entry.url}"
+                    )
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) as error:
         # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile cannot read
-        raise CharRNNError(f"{archive}: cannot extract {entry.member!r} ({error}); delete the file and run again") from None
+        raise CharRNNError(
+            f"{archive}: cannot extract {entry.member!r} ({error}); delete the file and run again"
+        ) from None
 
 
 def python_warning(message: str) -> None:
@@ -323,8 +344,9 @@ def keep_private(path: Path) -> Path:
     return path
 
 
-def fetch(name: str, progress: Optional[Progress] = None, log: Optional[Log] = None,
-          warn: Log = python_warning) -> Path:
+def fetch(
+    name: str, progress: Optional[Progress] = None, log: Optional[Log] = None, warn: Log = python_warning
+) -> Path:
     """The path of a named corpus's text: downloaded and verified the first time, reused after.
 
     `log` hears what is happening (None: nothing); `warn` hears what the user must see even when quiet,
@@ -333,7 +355,9 @@ def fetch(name: str, progress: Optional[Progress] = None, log: Optional[Log] = N
     catalogue = load_catalogue()
     if name not in catalogue:
         known = ", ".join(sorted(catalogue)) or "none"
-        raise CharRNNError(f"{name}: not a file, a directory, or a corpus in the catalogue (known: {known}); see `charrnn corpus list`")
+        raise CharRNNError(
+            f"{name}: not a file, a directory, or a corpus in the catalogue (known: {known}); see `charrnn corpus list`"
+        )
     entry = catalogue[name]
     text, downloaded = text_path(entry), archive_path(entry)  # checked to stay in the cache before anything is made
     writes.private_directory(corpora_root())  # an older charrnn left it 0755
@@ -384,8 +408,9 @@ def fetch_with_bar(name: str, console, **messages) -> None:
     """One named corpus's download, with a progress bar on `console`."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    with Progress(TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console,
-                  transient=True) as bar:
+    with Progress(
+        TextColumn(name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task(name, total=None)
         fetch(name, progress=lambda done, total: bar.update(task, completed=done, total=total), **messages)
 
@@ -397,8 +422,10 @@ def catalogue_lines(as_json: bool, warn: Log) -> Iterator[str]:
         damage = cached_damage(entry)
         cached = is_cached(entry) and damage is None
         if damage:
-            warn(f"warning: corpus {entry.name!r} is damaged: {text_path(entry)} {damage}; "
-                 f"delete it, and `charrnn corpus fetch {entry.name}` downloads a fresh copy")
+            warn(
+                f"warning: corpus {entry.name!r} is damaged: {text_path(entry)} {damage}; "
+                f"delete it, and `charrnn corpus fetch {entry.name}` downloads a fresh copy"
+            )
         if as_json:
             yield json.dumps({**vars(entry), "cached": cached, "damaged": damage, "path": str(text_path(entry))})
             continue

@@ -10,9 +10,10 @@ import math
 import os
 import sys
 import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Optional
 
 import numpy as np
 import torch
@@ -87,7 +88,9 @@ def directory_sources(directory: Path) -> list[Source]:
                 files.append(path)
     files.sort()
     if not files:
-        raise CharRNNError(f"{directory}: no text files found in this directory; point to a text file or a directory holding some")
+        raise CharRNNError(
+            f"{directory}: no text files found in this directory; point to a text file or a directory holding some"
+        )
     return [file_source(p) for p in files]
 
 
@@ -128,8 +131,10 @@ def resolve_sources(args: list[str]) -> list[Source]:
         elif corpora.is_named_corpus(arg):
             sources.append(file_source(corpora.fetch(arg)))
         else:
-            raise CharRNNError(f"{arg}: no such file or directory; give a text file, a directory, - for stdin, "
-                               "or a corpus name from `charrnn corpus list`")
+            raise CharRNNError(
+                f"{arg}: no such file or directory; give a text file, a directory, - for stdin, "
+                "or a corpus name from `charrnn corpus list`"
+            )
     return sources
 
 
@@ -163,8 +168,10 @@ def text_chunks(source: Source, encoding: str, errors: str) -> Iterator[str]:
                 where = f"at byte {offset - pending + skipped + error.start}"
                 raise streams.undecodable(source.name, encoding, where) from None
             except UnicodeError as error:  # e.g. utf-16 with no byte-order mark: the encoding needs a variant
-                raise CharRNNError(f"{source.name}: cannot be read as {encoding} ({error}); name the exact "
-                                   "encoding with --encoding, e.g. utf-16-le or utf-16-be") from None
+                raise CharRNNError(
+                    f"{source.name}: cannot be read as {encoding} ({error}); name the exact "
+                    "encoding with --encoding, e.g. utf-16-le or utf-16-be"
+                ) from None
             offset += len(chunk)
         try:
             yield decoder.decode(b"", final=True)
@@ -253,6 +260,7 @@ def encode_sources(sources: list[Source], encoding: str, errors: str, vocab: Opt
     lengths = [0] * len(sources)
     try:
         if vocab is None:
+
             def tallied(chunks):
                 for index, points in chunks:
                     lengths[index] += len(points)
@@ -301,8 +309,12 @@ def read_cached(key: str, log: Optional[Log]) -> Optional[Encoded]:
         meta = json.loads(meta_path.read_text("utf-8"))
         ids = np.load(ids_path, mmap_mode="r")
         vocab, lengths = Vocab(meta["chars"]), [int(n) for n in meta["lengths"]]
-        if ids.ndim != 1 or ids.dtype != vocab.dtype or sum(lengths) != len(ids) or \
-                (len(ids) and int(ids.max()) >= len(vocab)):
+        if (
+            ids.ndim != 1
+            or ids.dtype != vocab.dtype
+            or sum(lengths) != len(ids)
+            or (len(ids) and int(ids.max()) >= len(vocab))
+        ):
             raise ValueError("its ids do not match its vocabulary")
         return ids, vocab, int(meta["oov"]), lengths
     except (OSError, ValueError, KeyError, TypeError, CharRNNError) as error:
@@ -331,8 +343,14 @@ def write_cached(key: str, encoded: Encoded) -> None:
         pass
 
 
-def load_corpus(args: list[str], encoding: str = "utf-8", errors: str = "strict",
-                vocab: Optional[Vocab] = None, use_cache: bool = True, log: Optional[Log] = None) -> Corpus:
+def load_corpus(
+    args: list[str],
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    vocab: Optional[Vocab] = None,
+    use_cache: bool = True,
+    log: Optional[Log] = None,
+) -> Corpus:
     """Read and encode a corpus; with `vocab`, characters it lacks are dropped and counted."""
     sources = resolve_sources(args)
     key = cache_key(sources, encoding, errors, vocab) if use_cache else None

@@ -19,25 +19,34 @@ import os
 import re
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, NoReturn, Optional, TypeVar
+from typing import NoReturn, Optional, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from charrnn.model import State, map_state
 from charrnn.data import Windows
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, EchoedError, launched_world_size
+from charrnn.model import State, map_state
 
 T = TypeVar("T")
 
 # Phrases in the errors gloo and NCCL raise when another process of the job is gone.
-PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "nccl", "gloo",
-             "socket", "timed out", "remote worker")
+PEER_LOST = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "nccl",
+    "gloo",
+    "socket",
+    "timed out",
+    "remote worker",
+)
 
 
 @dataclass
@@ -142,8 +151,9 @@ class Group:
 
     def stop_on_failures(self, failure: str) -> None:
         """Stop every rank if `failure` (this rank's, "" for none) or another rank's is not empty."""
-        failures = [data.decode("utf-8", "replace")
-                    for data in self.gather_bytes(failure.encode("utf-8", "backslashreplace"))]
+        failures = [
+            data.decode("utf-8", "replace") for data in self.gather_bytes(failure.encode("utf-8", "backslashreplace"))
+        ]
         failed = next((rank for rank, said in enumerate(failures) if said), None)
         if failed is not None:
             self.stop_all(failures[failed] if failed == 0 else f"process {failed}: {failures[failed]}")
@@ -194,7 +204,8 @@ class Group:
             raise CharRNNError(
                 f"this run was trained by {trained_by} process(es) and is being resumed by {self.world_size}: "
                 f"its streams of the corpus are laid out for {trained_by}; resume with {trained_by} in all "
-                f"({'torchrun --nproc-per-node ...' if trained_by > 1 else 'plain charrnn train'} --resume)")
+                f"({'torchrun --nproc-per-node ...' if trained_by > 1 else 'plain charrnn train'} --resume)"
+            )
         share = map_state(lambda part: part[:, self.rows(part.shape[1])].contiguous(), hidden)
         return share, rank_rng[self.rank]
 
@@ -231,8 +242,10 @@ def unpacked(data: bytes):
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # refused (pickle.UnpicklingError) or not torch.save bytes at all
-        raise CharRNNError(f"refused what process 0 sent: it holds more than tensors and plain data "
-                           f"({first_line(error)}); is something other than this job on its port?") from None
+        raise CharRNNError(
+            f"refused what process 0 sent: it holds more than tensors and plain data "
+            f"({first_line(error)}); is something other than this job on its port?"
+        ) from None
 
 
 def corpus_digest(ids: np.ndarray, chars: str) -> bytes:
@@ -262,24 +275,31 @@ def start(device_name: str) -> Group:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise CharRNNError(f"process {rank} has local rank {local_rank} but this machine has "
-                               f"{torch.cuda.device_count()} GPU(s); pass --nproc-per-node at most that many")
+            raise CharRNNError(
+                f"process {rank} has local rank {local_rank} but this machine has "
+                f"{torch.cuda.device_count()} GPU(s); pass --nproc-per-node at most that many"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise CharRNNError(f"--device {device.type} cannot train across processes (torch has no backend for it); "
-                           "use --device cuda or cpu under torchrun")
+        raise CharRNNError(
+            f"--device {device.type} cannot train across processes (torch has no backend for it); "
+            "use --device cuda or cpu under torchrun"
+        )
     if dist.is_initialized():  # the caller set the job up already (a notebook, a test): train in it
         return Group(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
     try:
-        dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                device_id=device if backend == "nccl" else None)
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, device_id=device if backend == "nccl" else None
+        )
     except (RuntimeError, ValueError) as error:
-        raise CharRNNError(f"process {rank} could not join the job ({first_line(error)}); "
-                           "check torchrun's --rdzv-endpoint / --master-addr and that every machine can reach it") from None
+        raise CharRNNError(
+            f"process {rank} could not join the job ({first_line(error)}); "
+            "check torchrun's --rdzv-endpoint / --master-addr and that every machine can reach it"
+        ) from None
     return Group(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
@@ -322,7 +342,12 @@ def stopped_peers(run_dir: Optional[Path]) -> Iterator[None]:
         outlive_torchrun_stop()  # torchrun is about to end the job: let this process first say why it stops
         rank = os.environ.get("RANK", "?")
         last = Path(run_dir) / "last.pt" if run_dir else None
-        then = (f"the last checkpoint, {last}, is intact: continue with --resume" if last and last.is_file()
-                else "no checkpoint had been written yet")
-        raise CharRNNError(f"process {rank} stopped: another process of this torchrun job failed or was killed "
-                           f"({first_line(error)}); {then}") from None
+        then = (
+            f"the last checkpoint, {last}, is intact: continue with --resume"
+            if last and last.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise CharRNNError(
+            f"process {rank} stopped: another process of this torchrun job failed or was killed "
+            f"({first_line(error)}); {then}"
+        ) from None

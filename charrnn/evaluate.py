@@ -17,8 +17,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -41,8 +42,13 @@ Piece = tuple[str, bool]  # some text of a line (its newline left out), and whet
 
 
 @torch.inference_mode()
-def total_loss(model: CharRNN, windows: Windows, device: torch.device, max_windows: Optional[int] = None,
-               progress: Optional[Callable[[float], None]] = None) -> tuple[float, int]:
+def total_loss(
+    model: CharRNN,
+    windows: Windows,
+    device: torch.device,
+    max_windows: Optional[int] = None,
+    progress: Optional[Callable[[float], None]] = None,
+) -> tuple[float, int]:
     """Sum of -ln p over every predicted character, and how many there were; the state runs across windows.
     `progress` hears the fraction done after each window."""
     was_training = model.training
@@ -54,8 +60,9 @@ def total_loss(model: CharRNN, windows: Windows, device: torch.device, max_windo
         inputs, targets = windows[index]
         logits, state = model(inputs.to(device), state)
         targets = targets.to(device)
-        nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                reduction="sum", ignore_index=IGNORE).item()
+        nats += F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum", ignore_index=IGNORE
+        ).item()
         count += int((targets != IGNORE).sum())
         if progress is not None:
             progress((index + 1) / limit)
@@ -79,17 +86,23 @@ def report_lines(result: dict) -> list[str]:
     """`summarize`'s figures as `charrnn eval` prints them; after dynamic evaluation, static and dynamic side by
     side, then its settings."""
     if "static" not in result:
-        return [f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity "
-                f"{result['perplexity']:.3f} | {result['chars']:,} chars | {result['oov']:,} out of vocabulary"]
-    return [f"{name} bpc {figures['bpc']:.4f} | loss {figures['loss']:.4f} nats/char | perplexity "
-            f"{figures['perplexity']:.3f} | {figures['chars']:,} chars | {figures['seconds']:.1f}s"
-            for name, figures in (("static ", result["static"]), ("dynamic", result))] + [
+        return [
+            f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity "
+            f"{result['perplexity']:.3f} | {result['chars']:,} chars | {result['oov']:,} out of vocabulary"
+        ]
+    return [
+        f"{name} bpc {figures['bpc']:.4f} | loss {figures['loss']:.4f} nats/char | perplexity "
+        f"{figures['perplexity']:.3f} | {figures['chars']:,} chars | {figures['seconds']:.1f}s"
+        for name, figures in (("static ", result["static"]), ("dynamic", result))
+    ] + [
         f"dynamic: segment {result['segment']}, lr {result['lr']:g}, decay {result['decay']:g} | "
-        f"{result['oov']:,} out of vocabulary"]
+        f"{result['oov']:,} out of vocabulary"
+    ]
 
 
-def dynamic_loss(model: CharRNN, ids: np.ndarray, device: torch.device,
-                 settings: DynamicSettings = DynamicSettings()) -> tuple[float, int]:
+def dynamic_loss(
+    model: CharRNN, ids: np.ndarray, device: torch.device, settings: DynamicSettings = DynamicSettings()
+) -> tuple[float, int]:
     """Sum of -ln p over every character after the first (as `total_loss` counts them), read as one
     stream in order while a copy of `model` adapts to it; `model` itself is left as it was."""
     predicted = len(ids) - 1
@@ -101,7 +114,10 @@ def dynamic_loss(model: CharRNN, ids: np.ndarray, device: torch.device,
 def adapted(model: CharRNN, ids: np.ndarray, device: torch.device, settings: DynamicSettings = ADAPTING) -> CharRNN:
     """A copy of `model` that has read `ids` once, learning as it read: it then writes in their style."""
     if len(ids) < 2:
-        raise CharRNNError("nothing to adapt to: the text needs at least 2 characters the model knows; give a longer text in its alphabet")
+        raise CharRNNError(
+            "nothing to adapt to: the text needs at least 2 characters the model knows; "
+            "give a longer text in its alphabet"
+        )
     learner = adaptable_copy(model)
     read_adapting(learner, ids, device, settings)
     return learner.requires_grad_(False).eval()
@@ -184,7 +200,9 @@ class LineScore:
 
 def newline_id(vocab: Vocab) -> int:
     if "\n" not in vocab:
-        raise CharRNNError("this model's vocabulary has no newline, so it cannot score lines; train it on text with line breaks")
+        raise CharRNNError(
+            "this model's vocabulary has no newline, so it cannot score lines; train it on text with line breaks"
+        )
     return vocab.chars.index("\n")
 
 
@@ -206,8 +224,9 @@ def fits(batch: list[str], line: str) -> bool:
     return len(batch) < BATCH_LINES and width * (len(batch) + 1) <= BATCH_CHARS
 
 
-def summed_nats(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                state: Optional[State] = None) -> tuple[torch.Tensor, Optional[State]]:
+def summed_nats(
+    model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, state: Optional[State] = None
+) -> tuple[torch.Tensor, Optional[State]]:
     """-ln p of the targets, summed per row where `mask` is set, TIME_CHUNK columns per call; and the state after
     (the one given, when there are no columns)."""
     nats = torch.zeros(inputs.size(0), dtype=torch.float64, device=inputs.device)
@@ -235,8 +254,10 @@ def score_batch(model: CharRNN, vocab: Vocab, lines: list[str], device: torch.de
     inputs = torch.cat([torch.full((len(lines), 1), newline, dtype=torch.long), targets[:, :-1]], dim=1)
     mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
     nats, _ = summed_nats(model, inputs.to(device), targets.to(device), mask.to(device))
-    return [LineScore(line, value, int(length), oov)
-            for line, value, length, (_, oov) in zip(lines, nats.tolist(), lengths.tolist(), encoded)]
+    return [
+        LineScore(line, value, int(length), oov)
+        for line, value, length, (_, oov) in zip(lines, nats.tolist(), lengths.tolist(), encoded)
+    ]
 
 
 @torch.inference_mode()
@@ -256,15 +277,22 @@ def score_long_line(model: CharRNN, vocab: Vocab, first: str, rest: Iterator[Pie
         if len(ids):
             targets = torch.from_numpy(ids).unsqueeze(0)
             inputs = torch.cat([torch.tensor([[previous]]), targets[:, :-1]], dim=1)
-            piece_nats, state = summed_nats(model, inputs.to(device), targets.to(device),
-                                            torch.ones_like(targets, dtype=torch.bool, device=device), state)
+            piece_nats, state = summed_nats(
+                model,
+                inputs.to(device),
+                targets.to(device),
+                torch.ones_like(targets, dtype=torch.bool, device=device),
+                state,
+            )
             nats, chars, previous = nats + piece_nats.item(), chars + len(ids), int(ids[-1])
         if ends:
             return LineScore(spool, nats, chars, oov)
         text, ends = next(rest, ("", True))  # input that stops inside a line ends it there
 
 
-def score_pieces(model: CharRNN, vocab: Vocab, pieces: Iterable[Piece], device: torch.device) -> Iterator[list[LineScore]]:
+def score_pieces(
+    model: CharRNN, vocab: Vocab, pieces: Iterable[Piece], device: torch.device
+) -> Iterator[list[LineScore]]:
     """Yield the scores batch by batch, in input order, so a pipeline sees results while input still flows.
 
     Whole lines are scored many to a batch; a line in several pieces alone, piece by piece. Such a

@@ -26,11 +26,12 @@ import html
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -81,8 +82,11 @@ def write_hf(saved: Checkpoint, folder: Path, force: bool = False, spdx: Optiona
     if folder.exists() and not folder.is_dir():
         raise CharRNNError(f"-o {folder} is a file; name a folder for config.json, model.safetensors and README.md")
     writes.check_targets([folder / name for name in (hf.CONFIG, hf.WEIGHTS, hf.CARD)], force)
-    config = {key: value for key, value in schema.encode(replace(saved, resume=None)).items()
-              if key != "model" and key not in LOCAL_FIELDS}
+    config = {
+        key: value
+        for key, value in schema.encode(replace(saved, resume=None)).items()
+        if key != "model" and key not in LOCAL_FIELDS
+    }
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in hf.folder_files(config, saved.weights, model_card(saved, folder.resolve().name, spdx)).items():
         writes.write_atomically(folder / name, data)
@@ -92,7 +96,9 @@ def card_sample(saved: Checkpoint) -> str:
     """The text `charrnn sample --temp 0.8 --seed 1337 --length 400 --precision fp32 --device cpu` writes (without its
     newline): on the CPU, since a GPU's logits differ from the CPU's in the last bits, and so in time the text."""
     model = model_from_checkpoint(saved)
-    settings = SamplingSettings(length=SAMPLE_LENGTH, temperature=SAMPLE_TEMPERATURE, seed=SAMPLE_SEED, precision="fp32")
+    settings = SamplingSettings(
+        length=SAMPLE_LENGTH, temperature=SAMPLE_TEMPERATURE, seed=SAMPLE_SEED, precision="fp32"
+    )
     steps = generate(model, Vocab(saved.vocab), settings=settings)
     return "".join(char for (char,) in steps)
 
@@ -124,8 +130,10 @@ def markdown_text(text: str) -> str:
 def license_id(text: str) -> str:
     """`export --license`'s value, checked: an SPDX identifier, as the Hub's `license:` field takes it (lower case)."""
     if not LICENSE_ID.fullmatch(text):
-        raise SettingError(f"--license {escaped(text)!r} is not an SPDX license identifier; give one such as mit, "
-                           "apache-2.0 or cc-by-4.0")
+        raise SettingError(
+            f"--license {escaped(text)!r} is not an SPDX license identifier; give one such as mit, "
+            "apache-2.0 or cc-by-4.0"
+        )
     return text.lower()
 
 
@@ -140,11 +148,14 @@ def named_corpus(saved: Checkpoint) -> Optional[corpora.Entry]:
 
 def metadata(entry: Optional[corpora.Entry], spdx: Optional[str], model: str) -> str:
     """The card's YAML header: every value JSON-quoted, since a catalogue may come from a stranger."""
-    fields = {"library_name": "charrnn", "pipeline_tag": "text-generation",
-              "license": spdx or (entry and entry.license_id) or "other",
-              "datasets": [entry.dataset] if entry and entry.dataset else None,
-              "language": [entry.language] if entry and entry.language else None,
-              "tags": ["charrnn", "character-level", model]}
+    fields = {
+        "library_name": "charrnn",
+        "pipeline_tag": "text-generation",
+        "license": spdx or (entry and entry.license_id) or "other",
+        "datasets": [entry.dataset] if entry and entry.dataset else None,
+        "language": [entry.language] if entry and entry.language else None,
+        "tags": ["charrnn", "character-level", model],
+    }
     return "\n".join(f"{key}: {json.dumps(value)}" for key, value in fields.items() if value is not None)
 
 
@@ -153,14 +164,18 @@ def data_section(saved: Checkpoint, entry: Optional[corpora.Entry], spdx: Option
     text, the owner's (`--license`), or a request to state it."""
     if entry is not None:
         stated = f" The model is shared under {code_span(spdx)}." if spdx else ""
-        return (f"The named corpus {code_span(entry.name)} (`charrnn train {entry.name}`): "
-                f"{markdown_text(entry.description)}. Its license: {markdown_text(entry.license)}.{stated}")
+        return (
+            f"The named corpus {code_span(entry.name)} (`charrnn train {entry.name}`): "
+            f"{markdown_text(entry.description)}. Its license: {markdown_text(entry.license)}.{stated}"
+        )
     corpus = markdown_text(saved.corpus or "an unnamed corpus")
     if spdx:
         return f"{corpus}, the owner's own text, under the license its owner states: {code_span(spdx)}."
-    return (f"{corpus}, the owner's own text. **Its license is not stated.** If you own it, state it here and in "
-            "`license:` above (`charrnn export RUN --format hf --license SPDX-ID` writes both), so that others "
-            "know how they may use this model.")
+    return (
+        f"{corpus}, the owner's own text. **Its license is not stated.** If you own it, state it here and in "
+        "`license:` above (`charrnn export RUN --format hf --license SPDX-ID` writes both), so that others "
+        "know how they may use this model."
+    )
 
 
 def model_card(saved: Checkpoint, name: str, spdx: Optional[str] = None) -> str:
@@ -171,8 +186,14 @@ def model_card(saved: Checkpoint, name: str, spdx: Optional[str] = None) -> str:
     bpc = best_bpc(saved.history, saved.val_loss)
     trained = f"{saved.step or 0:,} steps" + (f" ({format_duration(saved.elapsed)})" if saved.elapsed else "")
     folder = shlex.quote(escaped(name))
-    command = f"charrnn sample -c {folder} --temp {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED} --length {SAMPLE_LENGTH} --precision fp32 --device cpu"
-    usage = f"{install_command()}\ncharrnn sample -c {folder} --temp 0.8 --length 500\ncharrnn eval -c {folder} held-out.txt"
+    command = (
+        f"charrnn sample -c {folder} --temp {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED} --length {SAMPLE_LENGTH} "
+        "--precision fp32 --device cpu"
+    )
+    usage = (
+        f"{install_command()}\ncharrnn sample -c {folder} --temp 0.8 --length 500\n"
+        f"charrnn eval -c {folder} held-out.txt"
+    )
     return f"""---
 {metadata(entry, spdx, config.model)}
 ---
@@ -238,14 +259,22 @@ def one_step_model(saved: Checkpoint):
     config = saved.model_config
     weights = {name: tensor.detach().float().numpy() for name, tensor in saved.weights.items()}
     states = ["hidden", "cell"] if config.model == "lstm" else ["hidden"]
-    constants = {"embedding": weights["embedding.weight"], "head_weight": weights["head.weight"],
-                 "head_bias": weights["head.bias"], "axis_0": np.array([0], np.int64),
-                 "one_per_layer": np.ones(config.layers, np.int64)}
-    nodes = [helper.make_node("Gather", ["embedding", "id"], ["embedded"]),
-             # ONNX's recurrent operators take [steps, batch, features]: here one step.
-             helper.make_node("Unsqueeze", ["embedded", "axis_0"], ["layer_0_in"])]
+    constants = {
+        "embedding": weights["embedding.weight"],
+        "head_weight": weights["head.weight"],
+        "head_bias": weights["head.bias"],
+        "axis_0": np.array([0], np.int64),
+        "one_per_layer": np.ones(config.layers, np.int64),
+    }
+    nodes = [
+        helper.make_node("Gather", ["embedding", "id"], ["embedded"]),
+        # ONNX's recurrent operators take [steps, batch, features]: here one step.
+        helper.make_node("Unsqueeze", ["embedded", "axis_0"], ["layer_0_in"]),
+    ]
     for state in states:  # [layers, batch, hidden] -> per layer [1, batch, hidden], what the operators take
-        nodes.append(helper.make_node("Split", [state, "one_per_layer"], [f"{state}_{n}" for n in range(config.layers)]))
+        nodes.append(
+            helper.make_node("Split", [state, "one_per_layer"], [f"{state}_{n}" for n in range(config.layers)])
+        )
     for layer in range(config.layers):
         constants.update(layer_weights(weights, config.model, layer))
         inputs = [f"layer_{layer}_in", f"W_{layer}", f"R_{layer}", f"B_{layer}", ""] + [f"{s}_{layer}" for s in states]
@@ -254,24 +283,37 @@ def one_step_model(saved: Checkpoint):
         # torch's GRU: reset gate after W_hn h
         extra: dict[str, Any] = {"linear_before_reset": 1} if config.model == "gru" else {}
         nodes.append(helper.make_node(OPERATORS[config.model], inputs, outputs, hidden_size=config.hidden, **extra))
-    nodes += [helper.make_node("Concat", [f"layer_{n + 1}_in" for n in range(config.layers)], ["hidden_out"], axis=0),
-              helper.make_node("Squeeze", [f"layer_{config.layers}_in", "axis_0"], ["top"]),
-              helper.make_node("Gemm", ["top", "head_weight", "head_bias"], ["logits"], transB=1)]
+    nodes += [
+        helper.make_node("Concat", [f"layer_{n + 1}_in" for n in range(config.layers)], ["hidden_out"], axis=0),
+        helper.make_node("Squeeze", [f"layer_{config.layers}_in", "axis_0"], ["top"]),
+        helper.make_node("Gemm", ["top", "head_weight", "head_bias"], ["logits"], transB=1),
+    ]
     if config.model == "lstm":
         nodes.append(helper.make_node("Concat", [f"cell_out_{n}" for n in range(config.layers)], ["cell_out"], axis=0))
     state_shape: list[str | int] = [config.layers, "batch", config.hidden]
     graph = helper.make_graph(
-        nodes, f"charrnn_{config.model}_{config.layers}x{config.hidden}_step",
+        nodes,
+        f"charrnn_{config.model}_{config.layers}x{config.hidden}_step",
         [helper.make_tensor_value_info("id", TensorProto.INT64, ["batch"])]
         + [helper.make_tensor_value_info(s, TensorProto.FLOAT, state_shape) for s in states],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", config.vocab_size])]
         + [helper.make_tensor_value_info(f"{s}_out", TensorProto.FLOAT, state_shape) for s in states],
-        [numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in constants.items()])
-    model = helper.make_model(graph, producer_name="charrnn", opset_imports=[helper.make_opsetid("", OPSET)],
-                              ir_version=IR_VERSION)
-    helper.set_model_props(model, {"format": "charrnn-step", "format_version": GRAPH_FORMAT, "model": config.model,
-                                   "layers": str(config.layers), "hidden": str(config.hidden),
-                                   "vocab": json.dumps(saved.vocab)})  # JSON: ASCII, so any character survives
+        [numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in constants.items()],
+    )
+    model = helper.make_model(
+        graph, producer_name="charrnn", opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+    )
+    helper.set_model_props(
+        model,
+        {
+            "format": "charrnn-step",
+            "format_version": GRAPH_FORMAT,
+            "model": config.model,
+            "layers": str(config.layers),
+            "hidden": str(config.hidden),
+            "vocab": json.dumps(saved.vocab),
+        },
+    )  # JSON: ASCII, so any character survives
     onnx.checker.check_model(model)
     return model
 
@@ -279,12 +321,16 @@ def one_step_model(saved: Checkpoint):
 def layer_weights(weights: dict[str, np.ndarray], kind: str, layer: int) -> dict[str, np.ndarray]:
     """One layer's weights in the layout of ONNX's operators: W [1, gates*hidden, input], R [1, gates*hidden,
     hidden], B [1, 2*gates*hidden] (the input biases, then the recurrent ones), gates in ONNX's order."""
+
     def reordered(name: str) -> np.ndarray:
         blocks = np.split(weights[f"rnn.{name}_l{layer}"], GATES[kind], axis=0)
         return np.concatenate([blocks[i] for i in GATE_ORDER[kind]], axis=0)[np.newaxis]
 
-    return {f"W_{layer}": reordered("weight_ih"), f"R_{layer}": reordered("weight_hh"),
-            f"B_{layer}": np.concatenate([reordered("bias_ih"), reordered("bias_hh")], axis=1)}
+    return {
+        f"W_{layer}": reordered("weight_ih"),
+        f"R_{layer}": reordered("weight_hh"),
+        f"B_{layer}": np.concatenate([reordered("bias_ih"), reordered("bias_hh")], axis=1),
+    }
 
 
 def write_html(saved: Checkpoint, path: Path, force: bool = False) -> None:
@@ -303,8 +349,7 @@ def render_html(saved: Checkpoint) -> str:
     title = f"charrnn: a {config.layers}x{config.hidden} {config.model.upper()}"
     trained_on = f" trained on {saved.corpus}" if saved.corpus else ""
     about = f"A character-level language model{trained_on} ({len(saved.vocab)} characters, {saved.step or 0:,} steps)."
-    fields = {"TITLE": html.escape(title), "ABOUT": html.escape(about),
-              "MODEL": script_safe(model_description(saved))}
+    fields = {"TITLE": html.escape(title), "ABOUT": html.escape(about), "MODEL": script_safe(model_description(saved))}
     template = resources.files("charrnn").joinpath(TEMPLATE).read_text(encoding="utf-8")
     # One pass, so that a field's own text (a corpus named "{{MODEL}}") is never filled in again.
     return re.sub(r"\{\{(\w+)\}\}", lambda found: fields[found.group(1)], template)
@@ -316,10 +361,18 @@ def model_description(saved: Checkpoint) -> dict:
     # float32, so that greedy text is charrnn's: fp16 would halve the page, but moved a trained 1x256
     # LSTM's likeliest character at 14 of 100,000 positions of tiny-shakespeare, where computing in
     # float64 (as JavaScript does) moved none (benchmarks/html_page.py --checkpoint RUN --text FILE).
-    tensors = {name: base64.b64encode(weights[name].float().contiguous().numpy().astype("<f4").tobytes()).decode("ascii")
-               for name in parameter_shapes(config)}
-    return {"model": config.model, "layers": config.layers, "hidden": config.hidden, "embed": config.embed,
-            "vocab": saved.vocab, "tensors": tensors}
+    tensors = {
+        name: base64.b64encode(weights[name].float().contiguous().numpy().astype("<f4").tobytes()).decode("ascii")
+        for name in parameter_shapes(config)
+    }
+    return {
+        "model": config.model,
+        "layers": config.layers,
+        "hidden": config.hidden,
+        "embed": config.embed,
+        "vocab": saved.vocab,
+        "tensors": tensors,
+    }
 
 
 def script_safe(value: dict) -> str:

@@ -43,8 +43,10 @@ def model_config(init: Checkpoint, requested: dict) -> ModelConfig:
     for name in SHAPE_FLAGS:
         if name in requested and requested[name] != getattr(config, name):
             raise CharRNNError(
-                f"--{name} {requested[name]} conflicts with the --init-from checkpoint ({name} {getattr(config, name)}); "
-                f"the shape comes from the checkpoint: drop --{name}")
+                f"--{name} {requested[name]} conflicts with the --init-from checkpoint "
+                f"({name} {getattr(config, name)}); "
+                f"the shape comes from the checkpoint: drop --{name}"
+            )
     config.dropout = requested.get("dropout", max(config.dropout, FineTuneDefaults.min_dropout))
     return config
 
@@ -56,8 +58,14 @@ def train_options(requested: dict) -> dict:
 
 def init_record(init: Checkpoint, path: str) -> dict:
     """What a fine-tuned run remembers about where it started (stored in its checkpoints)."""
-    return {"path": path, "corpus": init.corpus, "corpus_args": init.corpus_args, "step": init.step,
-            "val_loss": init.val_loss, "vocab_size": len(init.vocab)}
+    return {
+        "path": path,
+        "corpus": init.corpus,
+        "corpus_args": init.corpus_args,
+        "step": init.step,
+        "val_loss": init.val_loss,
+        "vocab_size": len(init.vocab),
+    }
 
 
 def describe(record: Optional[dict]) -> Optional[str]:
@@ -148,5 +156,7 @@ def start_from(model: CharRNN, init: Checkpoint, train_ids: np.ndarray, device: 
 def starting_line(record: dict, vocab_size: int, lr: float, dropout: float) -> str:
     """The log line a fine-tuned run starts with, naming the settings the fine-tuning defaults touch."""
     added = vocab_size - record["vocab_size"]
-    return (f"fine-tuning from {describe(record)}; {added} new character{'s' if added != 1 else ''} added to its "
-            f"{record['vocab_size']}; --lr {lr:g} --dropout {dropout:g} (set them to choose)")
+    return (
+        f"fine-tuning from {describe(record)}; {added} new character{'s' if added != 1 else ''} added to its "
+        f"{record['vocab_size']}; --lr {lr:g} --dropout {dropout:g} (set them to choose)"
+    )

@@ -40,13 +40,16 @@ def read_folder(folder: Path) -> dict:
     try:
         weights = load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError):  # safetensors checks the header and offsets
-        raise CharRNNError(f"{folder / WEIGHTS}: not a readable safetensors file (truncated or corrupted); "
-                           "export the folder again") from None
+        raise CharRNNError(
+            f"{folder / WEIGHTS}: not a readable safetensors file (truncated or corrupted); export the folder again"
+        ) from None
     expected = config.get(CHECKSUM) if isinstance(config, dict) else None
     # Folders exported before 0.2 hashed the file's bytes: they still verify, by the hash they were given.
     if expected is not None and expected not in (weights_sha256(weights), hashlib.sha256(data).hexdigest()):
-        raise CharRNNError(f"{folder / WEIGHTS}: corrupted (its tensors do not match the {CHECKSUM} in {CONFIG}); "
-                           "export the folder again")
+        raise CharRNNError(
+            f"{folder / WEIGHTS}: corrupted (its tensors do not match the {CHECKSUM} in {CONFIG}); "
+            "export the folder again"
+        )
     return {**config, "model": weights} if isinstance(config, dict) else config
 
 
@@ -66,8 +69,10 @@ def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
 
 def read_config(path: Path):
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise CharRNNError(f"{path}: {path.stat().st_size:,} bytes, more than a charrnn config.json holds; "
-                           "pass a folder that `charrnn export --format hf` wrote")
+        raise CharRNNError(
+            f"{path}: {path.stat().st_size:,} bytes, more than a charrnn config.json holds; "
+            "pass a folder that `charrnn export --format hf` wrote"
+        )
     try:
         return json.loads(path.read_text("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: brackets nested too deep

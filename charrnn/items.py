@@ -10,8 +10,8 @@ comes, and the steps stop once every sample has ended.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, TextIO, Union
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from typing import NamedTuple, Optional, TextIO, Union
 
 from charrnn.config import SamplingSettings
 from charrnn.errors import CharRNNError, SettingError
@@ -36,8 +36,10 @@ def endings(vocab: Vocab, stops: Sequence[str], lines: bool) -> tuple[str, ...]:
             raise SettingError("--stop needs some text: an empty string would end every sample before it began")
         unseen = vocab.unknown_chars(stop)
         if unseen:
-            raise CharRNNError(f"--stop {stop!r} holds characters the model never writes ({', '.join(map(repr, unseen))}), "
-                               "so it could never end a sample; give text made of characters the model knows")
+            raise CharRNNError(
+                f"--stop {stop!r} holds characters the model never writes ({', '.join(map(repr, unseen))}), "
+                "so it could never end a sample; give text made of characters the model knows"
+            )
     line_ends = (LINE_END, CRLF) if "\r" in vocab else (LINE_END,)  # no \r ends a CRLF text's item
     return tuple(stops) + (line_ends if lines else ())
 
@@ -166,8 +168,10 @@ def whole_prime(pieces: Iterable[str], limit: int = JSON_PRIME_LIMIT) -> str:
         parts.append(piece)
         size += len(piece)
         if size > limit:
-            raise CharRNNError(f"--json: the prime is longer than {limit:,} characters, and every object holds it "
-                               "whole; pass a shorter prime, or leave out --json")
+            raise CharRNNError(
+                f"--json: the prime is longer than {limit:,} characters, and every object holds it "
+                "whole; pass a shorter prime, or leave out --json"
+            )
     return "".join(parts)
 
 
@@ -183,8 +187,14 @@ def prime_pieces(prime: Optional[str], encoding: str = "utf-8", whole: bool = Fa
     return [whole_prime(pieces)] if whole else pieces
 
 
-def write_out(out: TextIO, parts_of: Callable[[Iterable[str], SamplingSettings], Iterable[Part]], pieces: Iterable[str],
-              settings: SamplingSettings, record: Optional[dict] = None, separator: Optional[str] = None) -> None:
+def write_out(
+    out: TextIO,
+    parts_of: Callable[[Iterable[str], SamplingSettings], Iterable[Part]],
+    pieces: Iterable[str],
+    settings: SamplingSettings,
+    record: Optional[dict] = None,
+    separator: Optional[str] = None,
+) -> None:
     """The samples `parts_of(prime, settings)` makes (`LanguageModel.parts`), each after the prime, as `charrnn
     sample` writes them: `separator` apart (default: a blank line; with --lines, none), or with `record` (what
     reproduces them) one JSON object per sample, the prime a whole piece (`prime_pieces(whole=True)`)."""

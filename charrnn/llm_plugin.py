@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import llm
 from pydantic import Field
@@ -21,8 +22,15 @@ from charrnn.rundir import RUNS_DIR, run_directories
 
 RUNS_ENV = "CHARRNN_RUNS"
 # What charrnn's messages call `charrnn sample`'s flags, as an llm user sets the same thing.
-LLM_WORDS = {"--temp": "-o temperature", "--top-k": "-o top_k", "--top-p": "-o top_p", "--length": "-o length",
-             "--seed": "-o seed", "--prime (or stdin)": "the prompt or system prompt", "the prime": "the prompt"}
+LLM_WORDS = {
+    "--temp": "-o temperature",
+    "--top-k": "-o top_k",
+    "--top-p": "-o top_p",
+    "--length": "-o length",
+    "--seed": "-o seed",
+    "--prime (or stdin)": "the prompt or system prompt",
+    "the prime": "the prompt",
+}
 FLAGS = re.compile("|".join(re.escape(words) for words in sorted(LLM_WORDS, key=len, reverse=True)) + r"(?![\w-])")
 
 
@@ -60,8 +68,9 @@ class CharRNNRun(llm.Model):
         try:
             model = api.load(self.run)
             # The thread and precision policy of `charrnn sample`, which the API holds.
-            yield from model.stream(transcript(prompt, conversation, "\n" if "\n" in model.vocab.chars else " "),
-                                    **settings)
+            yield from model.stream(
+                transcript(prompt, conversation, "\n" if "\n" in model.vocab.chars else " "), **settings
+            )
         except CharRNNError as error:  # llm shows a ModelError as one line, in its own words
             raise llm.ModelError(in_llm_words(str(error))) from None
 

@@ -1,4 +1,5 @@
-"""CharRNN: embedding -> recurrent stack (fused or cells) -> dropout -> linear head; its cells, and the state it carries.
+"""CharRNN: embedding -> recurrent stack (fused or cells) -> dropout -> linear head; its cells, and the state it
+carries.
 
 The state a network carries from one character to the next is made, cut per layer, joined and mapped here.
 A layer's state is its hidden vector [batch, hidden], or for the LSTM the pair (hidden, cell_state). A stack's
@@ -14,7 +15,8 @@ kernels are tested against, and the place for variants cuDNN does not have.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union, cast
+from collections.abc import Callable
+from typing import Optional, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,8 +43,14 @@ def hidden_of(state: State) -> Tensor:
     return state[0] if is_pair(state) else state
 
 
-def zero_state(kind: str, layers: int, batch_size: int, hidden: int, device: Optional[torch.device] = None,
-               dtype: Optional[torch.dtype] = None) -> State:
+def zero_state(
+    kind: str,
+    layers: int,
+    batch_size: int,
+    hidden: int,
+    device: Optional[torch.device] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> State:
     """A stack's state at the start of a text: zeros, [layers, batch, hidden] (a pair of them for the LSTM)."""
     zeros = torch.zeros(layers, batch_size, hidden, device=device, dtype=dtype)
     return (zeros, zeros.clone()) if kind == "lstm" else zeros
@@ -188,7 +196,9 @@ class CellStack(nn.Module):
         if inputs.dim() != 3:
             raise ValueError(f"expected inputs [batch, time, features], got shape {tuple(inputs.shape)}")
         if state is None:
-            state = zero_state(self.kind, self.num_layers, inputs.shape[0], self.hidden_size, inputs.device, inputs.dtype)
+            state = zero_state(
+                self.kind, self.num_layers, inputs.shape[0], self.hidden_size, inputs.device, inputs.dtype
+            )
         layer_states = split_layers(state)
         final_states: list[State] = []
         internals: list[Internals] = []
@@ -238,7 +248,9 @@ def recurrent_stack(
     # Dropout only acts between layers; with one layer torch would warn about a no-op.
     between_layers = dropout if num_layers > 1 else 0.0
     if kind == "rnn":
-        return nn.RNN(input_size, hidden_size, num_layers, nonlinearity="tanh", batch_first=True, dropout=between_layers)
+        return nn.RNN(
+            input_size, hidden_size, num_layers, nonlinearity="tanh", batch_first=True, dropout=between_layers
+        )
     if kind == "gru":
         return nn.GRU(input_size, hidden_size, num_layers, batch_first=True, dropout=between_layers)
     return nn.LSTM(input_size, hidden_size, num_layers, batch_first=True, dropout=between_layers)
@@ -295,9 +307,14 @@ def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     rows = GATES[config.model] * config.hidden  # the gates' weights stacked, as torch lays them out
     shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, config.embed)}
     for layer in range(config.layers):
-        shapes.update({f"rnn.weight_ih_l{layer}": (rows, config.embed if layer == 0 else config.hidden),
-                       f"rnn.weight_hh_l{layer}": (rows, config.hidden),
-                       f"rnn.bias_ih_l{layer}": (rows,), f"rnn.bias_hh_l{layer}": (rows,)})
+        shapes.update(
+            {
+                f"rnn.weight_ih_l{layer}": (rows, config.embed if layer == 0 else config.hidden),
+                f"rnn.weight_hh_l{layer}": (rows, config.hidden),
+                f"rnn.bias_ih_l{layer}": (rows,),
+                f"rnn.bias_hh_l{layer}": (rows,),
+            }
+        )
     shapes.update({"head.weight": (config.vocab_size, config.hidden), "head.bias": (config.vocab_size,)})
     return shapes
 

@@ -7,10 +7,9 @@ where it lives; `charrnn --help` imports this, so it stays free of torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from charrnn import __version__, install_command
 from charrnn.config import VIZ_FEATURES, DynamicSettings, ExportFormat, FineTuneDefaults, RunSort, TrainConfig
@@ -71,7 +70,7 @@ ErrorsOption = Annotated[str, typer.Option(help="What to do with undecodable byt
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
 # One command's each, in the order of `charrnn --help`.
 CorpusArgument = Annotated[
-    Optional[List[str]],
+    Optional[list[str]],
     typer.Argument(
         help="Text files, directories, or - for stdin. None: the built-in corpus (Python's standard library source).",
         show_default=False,
@@ -157,7 +156,7 @@ SeparatorOption = Annotated[
     ),
 ]
 StopOption = Annotated[
-    Optional[List[str]],
+    Optional[list[str]],
     typer.Option(
         "--stop",
         help="End a sample where this text first appears in what is generated; it is not written. Repeatable.",
@@ -202,7 +201,7 @@ SampleEncodingOption = Annotated[
     str, typer.Option(help="Text encoding of a prime piped to stdin, and of --adapt's file.")
 ]
 EvalFilesArgument = Annotated[
-    Optional[List[str]],
+    Optional[list[str]],
     typer.Argument(
         help="Text files, directories, or - for stdin. None: the run's validation split.", show_default=False
     ),
@@ -245,7 +244,7 @@ PlotOption = Annotated[
     typer.Option("--plot", help=f"Write the training curve as an image (needs matplotlib: {install_command('plot')})."),
 ]
 ScoreFilesArgument = Annotated[
-    Optional[List[str]], typer.Argument(help="Text files, or - for stdin (the default).", show_default=False)
+    Optional[list[str]], typer.Argument(help="Text files, or - for stdin (the default).", show_default=False)
 ]
 ScoreJsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line: bpc, nats, chars, oov, line.")]
 RunsDirArgument = Annotated[Path, typer.Argument(help="The directory that holds the runs.")]
@@ -282,7 +281,7 @@ ReplaceOption = Annotated[bool, typer.Option(help="Replace files already at --ou
 ReplaceImageOption = Annotated[bool, typer.Option(help="Replace a file already at --plot.")]
 ReplacePageOption = Annotated[bool, typer.Option(help="Replace a file already at --html.")]
 CorpusJsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per corpus.")]
-CorpusNamesArgument = Annotated[List[str], typer.Argument(help="Corpus names from `charrnn corpus list`.")]
+CorpusNamesArgument = Annotated[list[str], typer.Argument(help="Corpus names from `charrnn corpus list`.")]
 FetchQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 VizFileArgument = Annotated[
     Optional[str],

@@ -47,9 +47,18 @@ class Pacer:
     reads `finished`, `due`, `fraction`, `eta_s` and `elapsed`.
     """
 
-    def __init__(self, clock: Callable[[], float], seconds: Optional[float], steps: Optional[int], step: int,
-                 eval_every: Optional[int], chars_per_step: int, eval_chars: int, trained_before: float = 0.0,
-                 pass_chars: int = 0):
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        seconds: Optional[float],
+        steps: Optional[int],
+        step: int,
+        eval_every: Optional[int],
+        chars_per_step: int,
+        eval_chars: int,
+        trained_before: float = 0.0,
+        pass_chars: int = 0,
+    ):
         self.clock, self.steps, self.eval_every, self.chars_per_step = clock, steps, eval_every, chars_per_step
         self.seconds = math.inf if seconds is None else seconds
         self.most_eval_chars, self.trained_before = eval_chars, trained_before

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -16,7 +17,9 @@ PLAIN_LOG_INTERVAL_S = 10.0
 QUIET_WORK_S = 2.0  # work shorter than this shows no progress at all
 
 
-def format_stats(step: int, train_loss: Optional[float], val_loss: Optional[float], chars_per_s: float, eta_s: float) -> str:
+def format_stats(
+    step: int, train_loss: Optional[float], val_loss: Optional[float], chars_per_s: float, eta_s: float
+) -> str:
     parts = [f"step {step}"]
     if train_loss is not None:
         parts.append(f"train {train_loss:.3f}")
@@ -49,16 +52,24 @@ class Meter:
         eta = (now - self.started) * (1 - fraction) / max(fraction, 1e-9)
         if live_on(self.stream):
             if self.bar is None:
-                self.bar = Progress(TextColumn(self.what), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                                    TextColumn("eta {task.fields[eta]}"),
-                                    console=Console(file=self.stream, highlight=False), transient=True)
+                self.bar = Progress(
+                    TextColumn(self.what),
+                    BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"),
+                    TextColumn("eta {task.fields[eta]}"),
+                    console=Console(file=self.stream, highlight=False),
+                    transient=True,
+                )
                 self.task = self.bar.add_task(self.what, total=1.0, eta="")
                 self.bar.start()
             self.bar.update(self.task, completed=min(fraction, 1.0), eta=format_duration(eta))
         elif now - self.last_plain >= PLAIN_LOG_INTERVAL_S:
             self.last_plain = now
-            print(f"charrnn: {self.what} {min(fraction, 1.0) * 100:3.0f}% | eta {format_duration(eta)}",
-                  file=self.stream, flush=True)
+            print(
+                f"charrnn: {self.what} {min(fraction, 1.0) * 100:3.0f}% | eta {format_duration(eta)}",
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -102,8 +113,14 @@ class Reporter:
         stats = format_stats(**figures)
         if self.live:
             if self.bar is None:
-                self.bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                                    TextColumn("{task.fields[stats]}"), console=self.console, transient=False)
+                self.bar = Progress(
+                    TextColumn("training"),
+                    BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"),
+                    TextColumn("{task.fields[stats]}"),
+                    console=self.console,
+                    transient=False,
+                )
                 self.task = self.bar.add_task("train", total=1.0, stats=stats)
                 self.bar.start()
             self.bar.update(self.task, completed=min(fraction, 1.0), stats=stats)

@@ -57,8 +57,10 @@ def run_directories(runs_dir: Path = RUNS_DIR) -> list[Path]:
 
 
 def unwritable(folder: Path, error: OSError) -> CharRNNError:
-    return CharRNNError(f"cannot write to the run directory {folder} ({error.strerror or error}); "
-                        "free some space or make it writable, or choose another with --out")
+    return CharRNNError(
+        f"cannot write to the run directory {folder} ({error.strerror or error}); "
+        "free some space or make it writable, or choose another with --out"
+    )
 
 
 def require_writable(folder: Path) -> None:
@@ -103,8 +105,10 @@ def hold(folder: Path) -> bool:
     except OSError:
         os.close(descriptor)
         _made.discard(key / LOCK)
-        raise Busy(f"{folder} is in use: another charrnn train (pid {holder(lock_file)}) is writing to it; "
-                   "wait for it to finish, or pass --out NEW_DIR") from None
+        raise Busy(
+            f"{folder} is in use: another charrnn train (pid {holder(lock_file)}) is writing to it; "
+            "wait for it to finish, or pass --out NEW_DIR"
+        ) from None
     _held[key] = descriptor
     return True
 
@@ -208,13 +212,16 @@ def prepare(out_dir: Path, resume: bool, force: bool) -> None:
     if resume and not (out_dir / LAST).is_file():
         raise CharRNNError(f"{out_dir}: no {LAST} to resume from; train without --resume first")
     if is_run(out_dir) and not resume and not force:
-        raise CharRNNError(f"{out_dir} already holds a run; continue it with --resume, "
-                           "or pass --out NEW_DIR, or --force to overwrite")
+        raise CharRNNError(
+            f"{out_dir} already holds a run; continue it with --resume, or pass --out NEW_DIR, or --force to overwrite"
+        )
     found = strangers(out_dir)
     if found and not (resume or force):
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-        raise CharRNNError(f"{out_dir} is not empty ({shown}) and holds no charrnn run; charrnn writes only into an "
-                           "empty folder or a run of its own: pass --out NEW_DIR, or --force to write there")
+        raise CharRNNError(
+            f"{out_dir} is not empty ({shown}) and holds no charrnn run; charrnn writes only into an "
+            "empty folder or a run of its own: pass --out NEW_DIR, or --force to write there"
+        )
     require_writable(out_dir)
     if not resume and not (out_dir / METRICS).exists():
         _made.add(out_dir.resolve() / METRICS)

@@ -37,7 +37,9 @@ class RunSummary:
     problem: Optional[str] = None  # why the run could not be read, instead of the figures
 
     def as_dict(self) -> dict:
-        written = datetime.fromtimestamp(self.written).astimezone().isoformat(timespec="seconds") if self.written else None
+        written = (
+            datetime.fromtimestamp(self.written).astimezone().isoformat(timespec="seconds") if self.written else None
+        )
         return {**asdict(self), "written": written}
 
 
@@ -59,7 +61,9 @@ def list_runs(runs_dir: Path = rundir.RUNS_DIR, sort: str = "name") -> list[RunS
     if sort not in SORT_KEYS:
         raise SettingError(f"unknown --sort {sort!r}; choose one of {', '.join(SORT_KEYS)}")
     if not runs_dir.is_dir():
-        raise CharRNNError(f"{runs_dir}: no such directory; train a run with `charrnn train`, or name the directory that holds runs")
+        raise CharRNNError(
+            f"{runs_dir}: no such directory; train a run with `charrnn train`, or name the directory that holds runs"
+        )
     key, newest_first = SORT_KEYS[sort]
     runs = [summarize(folder) for folder in rundir.run_directories(runs_dir)]
     known = sorted((run for run in runs if key(run) is not None), key=key, reverse=newest_first)
@@ -68,7 +72,9 @@ def list_runs(runs_dir: Path = rundir.RUNS_DIR, sort: str = "name") -> list[RunS
 
 def summarize(folder: Path) -> RunSummary:
     """One run's figures, or what is wrong with it: a broken run is listed, not a traceback."""
-    written = max((f.stat().st_mtime for f in (folder / rundir.BEST, folder / rundir.LAST) if f.is_file()), default=None)
+    written = max(
+        (f.stat().st_mtime for f in (folder / rundir.BEST, folder / rundir.LAST) if f.is_file()), default=None
+    )
     summary = RunSummary(name=folder.name, path=str(folder), written=written)
     try:
         path = checkpoint.resolve_checkpoint(str(folder))
@@ -103,11 +109,16 @@ def run_cells(run: RunSummary) -> tuple[str, ...]:
         return escaped(run.name), f"unreadable: {escaped(run.problem)}"
     size = run.parameters
     parameters = "-" if size is None else f"{size / 1e6:.2f}M" if size >= 1e6 else f"{size / 1e3:.1f}K"
-    return (escaped(run.name), f"{run.model} {run.layers}x{run.hidden}", parameters, escaped(run.corpus or "-"),
-            "-" if run.steps is None else f"{run.steps:,}",
-            "-" if run.elapsed_s is None else format_duration(run.elapsed_s),
-            "-" if run.best_val_bpc is None else f"{run.best_val_bpc:.3f}",
-            "-" if run.written is None else datetime.fromtimestamp(run.written).strftime("%Y-%m-%d %H:%M"))
+    return (
+        escaped(run.name),
+        f"{run.model} {run.layers}x{run.hidden}",
+        parameters,
+        escaped(run.corpus or "-"),
+        "-" if run.steps is None else f"{run.steps:,}",
+        "-" if run.elapsed_s is None else format_duration(run.elapsed_s),
+        "-" if run.best_val_bpc is None else f"{run.best_val_bpc:.3f}",
+        "-" if run.written is None else datetime.fromtimestamp(run.written).strftime("%Y-%m-%d %H:%M"),
+    )
 
 
 def aligned(rows: list[tuple[str, ...]]) -> list[str]:
@@ -117,7 +128,9 @@ def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
-def describe(argument: Optional[str] = None, plot: Optional[Path] = None, force: bool = False) -> tuple[dict, list[dict]]:
+def describe(
+    argument: Optional[str] = None, plot: Optional[Path] = None, force: bool = False
+) -> tuple[dict, list[dict]]:
     """`charrnn info`: a checkpoint's figures (model, size, vocabulary, training) and its training history;
     with `plot`, the curve also saved there as an image (replacing a file already there only with `force`)."""
     if plot is not None:
@@ -155,7 +168,9 @@ def described_lines(details: dict, history: list[dict]) -> list[str]:
     """`describe`'s figures as `charrnn info` prints them, one per line, then the curve drawn in text."""
     shown = {**details, "init_from": finetune.describe(details["init_from"])}
     return [f"{key.removesuffix('_s'):14} {escaped(readable(key, value))}" for key, value in shown.items()] + [
-        "", terminal_curve(history)]
+        "",
+        terminal_curve(history),
+    ]
 
 
 def readable(key: str, value) -> str:
@@ -187,8 +202,11 @@ def read_history(checkpoint_path: Path, saved) -> list[dict]:
 
 
 def series(history: list[dict], key: str) -> list[tuple[float, float]]:
-    return [(row["step"], row[key]) for row in history
-            if all(isinstance(row.get(name), (int, float)) and math.isfinite(row[name]) for name in (key, "step"))]
+    return [
+        (row["step"], row[key])
+        for row in history
+        if all(isinstance(row.get(name), (int, float)) and math.isfinite(row[name]) for name in (key, "step"))
+    ]
 
 
 def best_bpc(history: list[dict], val_loss: Optional[float] = None) -> Optional[float]:
@@ -240,8 +258,9 @@ def save_plot(history: list[dict], path: Path, title: Optional[str] = None) -> N
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CharRNNError(f"--plot needs matplotlib, an optional extra: {install_command('plot')} "
-                           "(or pip install matplotlib)") from None
+        raise CharRNNError(
+            f"--plot needs matplotlib, an optional extra: {install_command('plot')} (or pip install matplotlib)"
+        ) from None
     train, val = series(history, "train_loss"), series(history, "val_loss")
     if not train and not val:
         raise CharRNNError("this checkpoint has no training history to plot")

@@ -1,9 +1,10 @@
 """Generation, one step of work per new character: the hidden state is carried, the prefix never re-run.
 
 The step (`Stepper`) runs one character at a time through a trained CharRNN, with the state carried. At batch
-size 1 a step is memory-bound: every weight is read once per character. So a step does that and little else: a table lookup for the first layer's input, one matrix-vector product per
-layer, the head. On x86 CPUs the weights can be stored in fp16 and multiplied by fbgemm in fp32
-arithmetic: half the bytes to read, so nearly twice the characters a second.
+size 1 a step is memory-bound: every weight is read once per character. So a step does that and little else:
+a table lookup for the first layer's input, one matrix-vector product per layer, the head. On x86 CPUs the
+weights can be stored in fp16 and multiplied by fbgemm in fp32 arithmetic: half the bytes to read, so nearly
+twice the characters a second.
 
 Several samples in one batch turn the products compute-bound: each weight read is now used once per
 sample. There fbgemm's int8 products pay (twice fp32's arithmetic per instruction on AVX2), and so
@@ -37,8 +38,19 @@ from torch.nn import functional as F
 
 from charrnn.config import SamplingSettings
 from charrnn.errors import CharRNNError
-from charrnn.model import (CharRNN, Internals, State, gru_update, hidden_of, join_layers, lstm_update, map_state,
-                           rnn_update, split_layers, zero_state)
+from charrnn.model import (
+    CharRNN,
+    Internals,
+    State,
+    gru_update,
+    hidden_of,
+    join_layers,
+    lstm_update,
+    map_state,
+    rnn_update,
+    split_layers,
+    zero_state,
+)
 from charrnn.vocab import UNKNOWN, Vocab, code_points
 
 # Characters of the prime read per forward call, the state carried from one call to the next. A
@@ -60,7 +72,8 @@ def prime_ids(vocab: Vocab, prime: str) -> np.ndarray:
     if (ids == UNKNOWN).any():  # one vectorized test; the slow naming only on the way out
         raise CharRNNError(
             f"the prime has characters the model never saw: {', '.join(map(repr, vocab.unknown_chars(prime)))}; "
-            "leave them out of --prime (or stdin), or train on text that has them")
+            "leave them out of --prime (or stdin), or train on text that has them"
+        )
     return ids.astype(np.int64)
 
 
@@ -75,8 +88,9 @@ def encoded(vocab: Vocab, prime: Prime) -> Iterable[np.ndarray]:
     return (prime_ids(vocab, piece) for piece in prime)
 
 
-def read_prime(model: CharRNN, pieces: Iterable[np.ndarray],
-               device: torch.device) -> tuple[Optional[torch.Tensor], Optional[State]]:
+def read_prime(
+    model: CharRNN, pieces: Iterable[np.ndarray], device: torch.device
+) -> tuple[Optional[torch.Tensor], Optional[State]]:
     """The logits after the prime's last character, and the state: PRIME_CHUNK characters per call, so
     memory stays that of one chunk however long the prime. (None, None) for an empty prime."""
     logits, state = None, None
@@ -117,21 +131,28 @@ def choose(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Ge
     return probabilities.div_(race).argmax(dim=-1)
 
 
-def generate(model: CharRNN, vocab: Vocab, prime: Prime = "", settings: Optional[SamplingSettings] = None,
-             device: Optional[torch.device] = None) -> Iterator[list[str]]:
+def generate(
+    model: CharRNN,
+    vocab: Vocab,
+    prime: Prime = "",
+    settings: Optional[SamplingSettings] = None,
+    device: Optional[torch.device] = None,
+) -> Iterator[list[str]]:
     """Yield, for each new position, the next character of every sample (`settings.n` of them).
 
     The prime is refused now if the model cannot read some of it (a stream: as each piece is read, see
     `encoded`); it is always read by the model itself, in fp32. `settings` default to SamplingSettings();
     their precision is how the steps store the weights; stop strings and lines are the caller's (`items`).
     """
-    return steps(model, vocab, encoded(vocab, prime), settings or SamplingSettings(),
-                 device or next(model.parameters()).device)
+    return steps(
+        model, vocab, encoded(vocab, prime), settings or SamplingSettings(), device or next(model.parameters()).device
+    )
 
 
 @torch.inference_mode()
-def steps(model: CharRNN, vocab: Vocab, prime: Iterable[np.ndarray], settings: SamplingSettings,
-          device: torch.device) -> Iterator[list[str]]:
+def steps(
+    model: CharRNN, vocab: Vocab, prime: Iterable[np.ndarray], settings: SamplingSettings, device: torch.device
+) -> Iterator[list[str]]:
     precision = resolve_weight_precision(settings.precision, device, settings.n)
     model.eval()
     # Drawn on the host whatever the device: a seed gives the same draws everywhere (a GPU's generator makes others),
@@ -181,7 +202,9 @@ def resolve_weight_precision(name: str, device: torch.device, num_samples: int =
     batch of BATCHED_SAMPLES or more, fp32 elsewhere (CUDA, MPS, ARM); fp16 and int8 refused where fbgemm is not."""
     on_cpu = device.type == "cpu"
     if name in PACKED_PRECISIONS and not (on_cpu and packed_weights_supported(name)):
-        raise CharRNNError(f"--precision {name}: {name} weights need fbgemm (x86 with AVX2, a CPU device); use --precision fp32")
+        raise CharRNNError(
+            f"--precision {name}: {name} weights need fbgemm (x86 with AVX2, a CPU device); use --precision fp32"
+        )
     if name == "auto":
         preferred = ("int8", "fp16") if num_samples >= BATCHED_SAMPLES else ("fp16",)
         return next((p for p in preferred if on_cpu and packed_weights_supported(p)), "fp32")
@@ -208,7 +231,9 @@ class Projection:
             self.packed = torch.fbgemm_pack_gemm_matrix_fp16(weight)
         elif precision == "int8":
             scales = weight.abs().amax(dim=1).clamp_min(1e-12).double() / 127
-            rows = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
+            rows = torch.quantize_per_channel(
+                weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8
+            )
             self.packed = torch.ops.quantized.linear_prepack(rows, self.bias)
 
     def __call__(self, x: Tensor, addend: Optional[Tensor] = None) -> Tensor:
@@ -234,16 +259,21 @@ class Stepper:
     def __init__(self, model: CharRNN, state: Optional[State] = None, precision: str = "fp32"):
         self.kind, self.layers = model.config.model, model.config.layers
         rnn = model.rnn
-        w_ih, w_hh, b_ih, b_hh = ([getattr(rnn, f"{name}_l{layer}").detach() for layer in range(self.layers)]
-                                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        w_ih, w_hh, b_ih, b_hh = (
+            [getattr(rnn, f"{name}_l{layer}").detach() for layer in range(self.layers)]
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
         embedding = model.embedding.weight.detach()
         if self.kind == "gru":
             # The reset gate scales only the recurrent part of the candidate: the two projections stay apart.
             self.input_table = F.linear(embedding, w_ih[0], b_ih[0])
             # From the second layer up: the first reads input_table.
-            self.input_projections = [Projection(w_ih[layer], b_ih[layer], precision)
-                                      for layer in range(1, self.layers)]
-            self.recurrent_projections = [Projection(w_hh[layer], b_hh[layer], precision) for layer in range(self.layers)]
+            self.input_projections = [
+                Projection(w_ih[layer], b_ih[layer], precision) for layer in range(1, self.layers)
+            ]
+            self.recurrent_projections = [
+                Projection(w_hh[layer], b_hh[layer], precision) for layer in range(self.layers)
+            ]
         else:
             # The gates see one sum, W_ih x + b_ih + W_hh h + b_hh. The first layer's input part depends
             # only on the character: a [vocab, gates * hidden] table, biases folded in. Above it, one
@@ -251,15 +281,17 @@ class Stepper:
             self.input_table = F.linear(embedding, w_ih[0], b_ih[0] + b_hh[0])
             self.summed_projections = [Projection(w_hh[0], None, precision)] + [
                 Projection(torch.cat([w_ih[layer], w_hh[layer]], dim=1), b_ih[layer] + b_hh[layer], precision)
-                for layer in range(1, self.layers)]
+                for layer in range(1, self.layers)
+            ]
         self.head = Projection(model.head.weight.detach(), model.head.bias.detach(), precision)
         self.hidden_size = model.config.hidden
         self.states: list[State] = split_layers(state) if state is not None else []
 
     def reset(self, batch_size: int) -> None:
         """Start every sample from the zero state."""
-        zeros = zero_state(self.kind, self.layers, batch_size, self.hidden_size, self.input_table.device,
-                           self.input_table.dtype)
+        zeros = zero_state(
+            self.kind, self.layers, batch_size, self.hidden_size, self.input_table.device, self.input_table.dtype
+        )
         self.states = split_layers(zeros)
 
     def repeat(self, copies: int) -> None:
@@ -275,8 +307,9 @@ class Stepper:
         for layer, state in enumerate(self.states):
             hidden = hidden_of(state)
             if self.kind == "gru":
-                projection = (self.input_table.index_select(0, ids) if below is None
-                              else self.input_projections[layer - 1](below))
+                projection = (
+                    self.input_table.index_select(0, ids) if below is None else self.input_projections[layer - 1](below)
+                )
                 state, internals = gru_update(projection, self.recurrent_projections[layer](hidden), hidden)
             else:
                 if below is None:
@@ -305,8 +338,13 @@ def thread_choices(num_samples: int) -> tuple[int, ...]:
     return (1,) if num_samples < BATCHED_SAMPLES or DEFAULT_THREADS == 1 else (DEFAULT_THREADS, 1)
 
 
-def on_fastest_threads(steps: Iterable[Step], choices: tuple[int, ...], probe: int = 32, every: int = 2000,
-                       clock: Callable[[], float] = time.perf_counter) -> Iterator[Step]:
+def on_fastest_threads(
+    steps: Iterable[Step],
+    choices: tuple[int, ...],
+    probe: int = 32,
+    every: int = 2000,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[Step]:
     """Yield `steps`, each computed on whichever of `choices` thread counts ran `probe` steps fastest.
 
     The first step is never timed: it holds the set-up (the prime, packing the weights). Every
@@ -321,8 +359,9 @@ def on_fastest_threads(steps: Iterable[Step], choices: tuple[int, ...], probe: i
         torch.set_num_threads(previous)
 
 
-def fastest_threads(steps: Iterator[Step], choices: tuple[int, ...], probe: int, every: int,
-                    clock: Callable[[], float]) -> Iterator[Step]:
+def fastest_threads(
+    steps: Iterator[Step], choices: tuple[int, ...], probe: int, every: int, clock: Callable[[], float]
+) -> Iterator[Step]:
     torch.set_num_threads(choices[0])
     yield from itertools.islice(steps, 1)
     if len(choices) == 1:

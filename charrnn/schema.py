@@ -25,10 +25,19 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config", "train_config", "vocab")  # what every command reads
 # The other fields commands read, and what each may hold: a stranger's file can put anything anywhere.
 FIELDS = {
-    "vocab": str, "corpus": Optional[str], "corpus_args": Optional[list[str]], "encoding": Optional[str],
-    "errors": Optional[str], "step": Optional[int], "val_loss": Optional[float], "elapsed": Optional[float],
-    "device": Optional[str], "backend": Optional[str], "precision": Optional[str],
-    "history": Optional[list[dict]], "init_from": Optional[dict],
+    "vocab": str,
+    "corpus": Optional[str],
+    "corpus_args": Optional[list[str]],
+    "encoding": Optional[str],
+    "errors": Optional[str],
+    "step": Optional[int],
+    "val_loss": Optional[float],
+    "elapsed": Optional[float],
+    "device": Optional[str],
+    "backend": Optional[str],
+    "precision": Optional[str],
+    "history": Optional[list[dict]],
+    "init_from": Optional[dict],
 }
 HISTORY_NUMBERS = ("step", "train_loss", "val_loss")  # what `info` plots and compares
 RESUME_KEYS = ("optimizer", "progress", "hidden_state", "rng")  # what every last.pt holds
@@ -96,16 +105,29 @@ PLAIN = tuple(name for name in FIELDS if name != "vocab")  # Checkpoint's fields
 
 def encode(checkpoint: Checkpoint) -> dict:
     """The dict torch.save writes: plain data and tensors only, which weights_only loading reads back."""
-    payload = {"format_version": FORMAT_VERSION, "model_config": to_dict(checkpoint.model_config),
-               "train_config": to_dict(checkpoint.train_config), "vocab": checkpoint.vocab, "model": checkpoint.weights,
-               **{name: getattr(checkpoint, name) for name in PLAIN}}
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model_config": to_dict(checkpoint.model_config),
+        "train_config": to_dict(checkpoint.train_config),
+        "vocab": checkpoint.vocab,
+        "model": checkpoint.weights,
+        **{name: getattr(checkpoint, name) for name in PLAIN},
+    }
     resume = checkpoint.resume
     if resume is not None:
-        payload.update({"optimizer": resume.optimizer, "progress": asdict(resume.progress),
-                        "corpus_digest": resume.corpus_digest, "corpus_chars": resume.corpus_chars,
-                        # rng and world_size as well: what a release before rank_rng reads
-                        "hidden_state": resume.hidden_state, "rng": resume.rank_rng[0], "rank_rng": resume.rank_rng,
-                        "world_size": resume.world_size})
+        payload.update(
+            {
+                "optimizer": resume.optimizer,
+                "progress": asdict(resume.progress),
+                "corpus_digest": resume.corpus_digest,
+                "corpus_chars": resume.corpus_chars,
+                # rng and world_size as well: what a release before rank_rng reads
+                "hidden_state": resume.hidden_state,
+                "rng": resume.rank_rng[0],
+                "rank_rng": resume.rank_rng,
+                "world_size": resume.world_size,
+            }
+        )
     return payload
 
 
@@ -120,17 +142,29 @@ def decode(path: Path, payload, size: int) -> Checkpoint:
 def from_payload(payload: dict) -> Checkpoint:
     """A checked payload (`decode`, or rank 0's sent to the others) as a Checkpoint."""
     plain: dict[str, Any] = {name: payload.get(name) for name in PLAIN}
-    plain.update(encoding=plain["encoding"] or "utf-8", errors=plain["errors"] or "strict",
-                 history=plain["history"] or [])
+    plain.update(
+        encoding=plain["encoding"] or "utf-8", errors=plain["errors"] or "strict", history=plain["history"] or []
+    )
     resume = None
     if all(key in payload for key in RESUME_KEYS):
         known = {f.name for f in fields(RunProgress)}  # a later release's fields are left aside
         progress = RunProgress(**{name: value for name, value in payload["progress"].items() if name in known})
-        resume = ResumeState(payload["optimizer"], progress, payload["hidden_state"],
-                             payload.get("rank_rng", [payload["rng"]]), payload.get("corpus_digest"),
-                             payload.get("corpus_chars"))
-    return Checkpoint(from_dict(ModelConfig, payload["model_config"]), from_dict(TrainConfig, payload["train_config"]),
-                      payload["vocab"], payload["model"], **plain, resume=resume)
+        resume = ResumeState(
+            payload["optimizer"],
+            progress,
+            payload["hidden_state"],
+            payload.get("rank_rng", [payload["rng"]]),
+            payload.get("corpus_digest"),
+            payload.get("corpus_chars"),
+        )
+    return Checkpoint(
+        from_dict(ModelConfig, payload["model_config"]),
+        from_dict(TrainConfig, payload["train_config"]),
+        payload["vocab"],
+        payload["model"],
+        **plain,
+        resume=resume,
+    )
 
 
 def malformed(path: Path, problem: str) -> CharRNNError:
@@ -140,8 +174,11 @@ def malformed(path: Path, problem: str) -> CharRNNError:
 def check_payload(path: Path, payload, size: int) -> None:
     """Every field a command reads is there and of the type it expects, and the weights are the network the
     config describes."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("format_version"), int) \
-            or any(key not in payload for key in REQUIRED_KEYS):
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("format_version"), int)
+        or any(key not in payload for key in REQUIRED_KEYS)
+    ):
         raise CharRNNError(f"{path}: not a charrnn checkpoint; pass one that `charrnn train` wrote")
     if payload["format_version"] > FORMAT_VERSION:
         raise CharRNNError(
@@ -152,7 +189,9 @@ def check_payload(path: Path, payload, size: int) -> None:
     config = stored_config(path, payload, "model_config", ModelConfig)
     stored_config(path, payload, "train_config", TrainConfig)
     if config.vocab_size != len(payload["vocab"]):
-        raise malformed(path, f"its model_config has vocab_size {config.vocab_size} for {len(payload['vocab'])} characters")
+        raise malformed(
+            path, f"its model_config has vocab_size {config.vocab_size} for {len(payload['vocab'])} characters"
+        )
     check_weights(path, payload["model"], config, size)
 
 
@@ -166,7 +205,9 @@ def check_fields(path: Path, payload: dict) -> None:
     for key in ("history", "init_from"):  # `info --json` prints them whole
         if not is_plain(payload.get(key)):
             raise malformed(path, f"its {key} holds more than plain data")
-    if any(not fits(row.get(name), Optional[float]) for row in payload.get("history") or () for name in HISTORY_NUMBERS):
+    if any(
+        not fits(row.get(name), Optional[float]) for row in payload.get("history") or () for name in HISTORY_NUMBERS
+    ):
         raise malformed(path, "its history has a step or loss that is not a number")
     if payload.get("init_from") is not None and not isinstance(payload["init_from"].get("path"), str):
         raise malformed(path, "its init_from names no checkpoint")
@@ -181,8 +222,11 @@ def check_resume(path: Path, payload: dict) -> None:
     if missing:
         raise malformed(path, f"its resume state lacks {', '.join(missing)}")
     state, progress = payload["hidden_state"], payload["progress"]
-    if not isinstance(payload["optimizer"], dict) or not isinstance(progress, dict) \
-            or not all(isinstance(part, torch.Tensor) for part in (state if is_pair(state) else [state])):
+    if (
+        not isinstance(payload["optimizer"], dict)
+        or not isinstance(progress, dict)
+        or not all(isinstance(part, torch.Tensor) for part in (state if is_pair(state) else [state]))
+    ):
         raise malformed(path, "its optimizer, progress or carried state is not what charrnn saves")
     rng = payload.get("rank_rng", [payload["rng"]])
     if not isinstance(rng, list) or not rng or not all(isinstance(states, dict) for states in rng):
@@ -237,8 +281,9 @@ def is_plain(value, depth: int = 4) -> bool:
 def check_weights(path: Path, weights, config: ModelConfig, file_size: int) -> None:
     """Floating-point tensors whose bytes are in the file, named and shaped as the config's network: then
     building that network allocates no more than the file holds."""
-    if not isinstance(weights, dict) or not all(isinstance(name, str) and is_float_array(tensor)
-                                                for name, tensor in weights.items()):
+    if not isinstance(weights, dict) or not all(
+        isinstance(name, str) and is_float_array(tensor) for name, tensor in weights.items()
+    ):
         raise malformed(path, "its model is not a table of floating-point tensors")
     # One stored number can stand for any number of elements (a view with stride 0): count what they claim.
     if sum(tensor.numel() * tensor.element_size() for tensor in weights.values()) > file_size:
@@ -252,8 +297,12 @@ def check_weights(path: Path, weights, config: ModelConfig, file_size: int) -> N
 
 def is_float_array(value) -> bool:
     """A dense floating-point tensor with its data on the CPU (not a meta tensor, which has none)."""
-    return (isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.layout == torch.strided
-            and value.is_floating_point())
+    return (
+        isinstance(value, torch.Tensor)
+        and value.device.type == "cpu"
+        and value.layout == torch.strided
+        and value.is_floating_point()
+    )
 
 
 def difference(expected: dict, actual: dict) -> str:

@@ -14,8 +14,9 @@ import io
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import Optional, TextIO
 
 from charrnn.errors import CharRNNError, SettingError, escaped
 
@@ -45,13 +46,16 @@ def undecodable(name: str, encoding: str, where: str = "", fix: str = DECODING_F
 
 def binary_input(name: str, where: str) -> CharRNNError:
     """The error for input holding a NUL byte (`where`: e.g. "on line 3"): text has none, binary files plenty."""
-    return CharRNNError(f"{display_name(name)}: looks binary (NUL byte {where}); give a text file, name its "
-                        "encoding with --encoding (e.g. utf-16), or pass --errors replace")
+    return CharRNNError(
+        f"{display_name(name)}: looks binary (NUL byte {where}); give a text file, name its "
+        "encoding with --encoding (e.g. utf-16), or pass --errors replace"
+    )
 
 
 @contextlib.contextmanager
-def text_input(name: str, encoding: str = "utf-8", errors: str = "strict", newline: Optional[str] = "\n",
-               fix: str = DECODING_FIX) -> Iterator[TextIO]:
+def text_input(
+    name: str, encoding: str = "utf-8", errors: str = "strict", newline: Optional[str] = "\n", fix: str = DECODING_FIX
+) -> Iterator[TextIO]:
     """A text stream over a file, FIFO or device (`-`: stdin, left open afterwards), read lazily.
 
     newline="\n" splits lines on line feeds only and keeps any carriage return, as a corpus has it.
@@ -122,8 +126,9 @@ class TextSpool:
 
     def __init__(self):
         # surrogatepass: whatever a decoder let through is written back unchanged
-        self.file = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8",
-                                                  errors="surrogatepass", newline="")
+        self.file = tempfile.SpooledTemporaryFile(
+            SPOOL_IN_MEMORY, mode="w+", encoding="utf-8", errors="surrogatepass", newline=""
+        )
 
     def write(self, text: str) -> None:
         self.file.write(text)

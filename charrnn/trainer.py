@@ -8,10 +8,11 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +23,9 @@ from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, train
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.evaluate import total_loss
-from charrnn.schema import Checkpoint, ResumeState, RunProgress
 from charrnn.model import CharRNN, State, map_state, training_bytes
 from charrnn.progress import Reporter
+from charrnn.schema import Checkpoint, ResumeState, RunProgress
 
 
 @contextlib.contextmanager
@@ -97,8 +98,10 @@ def open_run_directory(out_dir: Path, resume: bool, force: bool) -> Optional[Che
         return None
     saved = checkpoint.load_checkpoint(out_dir / checkpoint.LAST)
     if saved.resume is None:
-        raise CharRNNError(f"{out_dir / checkpoint.LAST} holds no resume state (a copy of a {checkpoint.BEST}?); "
-                           "continue a run from its own last.pt, or start it over with --force")
+        raise CharRNNError(
+            f"{out_dir / checkpoint.LAST} holds no resume state (a copy of a {checkpoint.BEST}?); "
+            "continue a run from its own last.pt, or start it over with --force"
+        )
     return saved
 
 
@@ -116,9 +119,11 @@ def require_memory(config: ModelConfig, device: torch.device) -> None:
     """Refuse a network whose parameters alone would not fit, before torch tries to allocate it."""
     needed, available = training_bytes(config), memory_bytes(device)
     if available is not None and needed > available:
-        raise CharRNNError(f"a {config.layers}x{config.hidden} {config.model} needs about {needed / 1e9:,.0f} GB "
-                           f"to train (weights, gradients, optimizer state) and this {device.type} has "
-                           f"{available / 1e9:,.0f} GB; choose a smaller --hidden, --layers or --embed")
+        raise CharRNNError(
+            f"a {config.layers}x{config.hidden} {config.model} needs about {needed / 1e9:,.0f} GB "
+            f"to train (weights, gradients, optimizer state) and this {device.type} has "
+            f"{available / 1e9:,.0f} GB; choose a smaller --hidden, --layers or --embed"
+        )
 
 
 # Each stream starts one window in this many from the zero state (staggered by data position; 0: never), so that
@@ -152,8 +157,15 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def gradients(network: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-              state: Optional[State], precision: str, grad_clip: float) -> tuple[torch.Tensor, State]:
+def gradients(
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    state: Optional[State],
+    precision: str,
+    grad_clip: float,
+) -> tuple[torch.Tensor, State]:
     """Forward, loss and clipped gradients of one window: the loss, and the state to carry to the next window."""
     with autocast(inputs.device, precision):
         logits, state = network(inputs, state)
@@ -166,8 +178,9 @@ def gradients(network: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs
     return loss, state
 
 
-def throwaway_step(model_config: ModelConfig, config: TrainConfig, window, device: torch.device,
-                   precision: str) -> Callable[[], None]:
+def throwaway_step(
+    model_config: ModelConfig, config: TrainConfig, window, device: torch.device, precision: str
+) -> Callable[[], None]:
     """A training step of a fresh network of this shape on one window, to call again and again: for timing sizes."""
     require_memory(model_config, device)  # a size given with --hidden is timed before the run's own check
     model = CharRNN(model_config, impl=config.impl).to(device)
@@ -189,14 +202,18 @@ RESUMABLE = ("steps", "time_budget", "schedule_steps", "lr", "weight_decay", "ev
 HARDWARE = ("device", "impl", "precision")  # this machine's: always the ones asked for now
 
 
-def resumed_settings(saved: Checkpoint, asked: TrainConfig, corpus_args: list[str],
-                     given: Collection[str] = ()) -> tuple[ModelConfig, TrainConfig, list[str], list[str]]:
+def resumed_settings(
+    saved: Checkpoint, asked: TrainConfig, corpus_args: list[str], given: Collection[str] = ()
+) -> tuple[ModelConfig, TrainConfig, list[str], list[str]]:
     """What a resumed run trains with: its own shape, settings and corpus, with the RESUMABLE settings that are
     `given` (field names) or asked for other than their default, and the hardware asked for; and the given
     settings it leaves aside, sorted."""
     default = TrainConfig()
-    changes = {name: getattr(asked, name) for name in (*RESUMABLE, *HARDWARE)
-               if name in given or name in HARDWARE or getattr(asked, name) != getattr(default, name)}
+    changes = {
+        name: getattr(asked, name)
+        for name in (*RESUMABLE, *HARDWARE)
+        if name in given or name in HARDWARE or getattr(asked, name) != getattr(default, name)
+    }
     ignored = sorted(set(given) - set(RESUMABLE) - set(HARDWARE))
     model_config, train_config = replace(saved.model_config), replace(saved.train_config, **changes)
     return model_config, train_config, corpus_args or saved.corpus_args or [], ignored
@@ -247,10 +264,22 @@ class RunPlan:
     started: float = field(default_factory=time.monotonic)  # when the command began: its set-up spends --time too
 
 
-def plan_run(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
-             resume: bool = False, force: bool = False, encoding: str = "utf-8", errors: str = "strict",
-             init: Optional[Checkpoint] = None, init_from: Optional[dict] = None, sized: Sequence[str] = (),
-             given: Collection[str] = (), started: Optional[float] = None, log=None) -> RunPlan:
+def plan_run(
+    corpus_args: list[str],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    resume: bool = False,
+    force: bool = False,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    init: Optional[Checkpoint] = None,
+    init_from: Optional[dict] = None,
+    sized: Sequence[str] = (),
+    given: Collection[str] = (),
+    started: Optional[float] = None,
+    log=None,
+) -> RunPlan:
     """Decide a run: lock its directory and, on --resume, take last.pt's settings; give it a budget; read and check
     its text and cut it into windows; size the network (charrnn.budget). `log` hears the corpus being read."""
     started = time.monotonic() if started is None else started
@@ -261,9 +290,11 @@ def plan_run(corpus_args: list[str], model_config: ModelConfig, train_config: Tr
         model_config, train_config, corpus_args, ignored = resumed_settings(saved, train_config, corpus_args, given)
         init, init_from = None, saved.init_from
         if ignored:
-            warnings.append(f"--resume goes on with the run's own {', '.join(map(flag, ignored))}, which made its "
-                            f"weights and its place in the data: ignored; only {', '.join(map(flag, RESUMABLE))} and "
-                            "the hardware may change")
+            warnings.append(
+                f"--resume goes on with the run's own {', '.join(map(flag, ignored))}, which made its "
+                f"weights and its place in the data: ignored; only {', '.join(map(flag, RESUMABLE))} and "
+                "the hardware may change"
+            )
     train_config, budget_defaulted = budget.with_default_budget(train_config)
     model_config.validate()
     train_config.validate()
@@ -278,21 +309,43 @@ def plan_run(corpus_args: list[str], model_config: ModelConfig, train_config: Tr
     corpus = read_corpus(group, corpus_args, encoding, errors, base_chars, log if group.is_main else None)
     digest = checked_text(group, saved, corpus)
     if saved is not None and (saved.resume is None or saved.resume.corpus_digest is None):
-        warnings.append(f"{Path(out_dir) / checkpoint.LAST} comes from a charrnn that kept no digest of its text, so "
-                        "a change to the corpus since the run began cannot be seen; going on")
+        warnings.append(
+            f"{Path(out_dir) / checkpoint.LAST} comes from a charrnn that kept no digest of its text, so "
+            "a change to the corpus since the run began cannot be seen; going on"
+        )
     # Said once the corpus has loaded, so that bad input gets its one error line alone.
-    notes = [f"no --steps or --time given: training for {format_duration(budget.DEFAULT_TIME_BUDGET_S)}"] \
-        if budget_defaulted else []
+    notes = (
+        [f"no --steps or --time given: training for {format_duration(budget.DEFAULT_TIME_BUDGET_S)}"]
+        if budget_defaulted
+        else []
+    )
     windows, val_windows = cut_windows(group, corpus, train_config)
-    plan = RunPlan(Path(out_dir), replace(model_config, vocab_size=len(corpus.vocab)), train_config, corpus, windows,
-                   val_windows, [a if a == "-" else str(Path(a).resolve()) for a in corpus_args], encoding, errors,
-                   digest, group, resolve_precision(train_config.precision, group.device), saved, init, init_from,
-                   tuple(notes), tuple(warnings), started)
+    plan = RunPlan(
+        Path(out_dir),
+        replace(model_config, vocab_size=len(corpus.vocab)),
+        train_config,
+        corpus,
+        windows,
+        val_windows,
+        [a if a == "-" else str(Path(a).resolve()) for a in corpus_args],
+        encoding,
+        errors,
+        digest,
+        group,
+        resolve_precision(train_config.precision, group.device),
+        saved,
+        init,
+        init_from,
+        tuple(notes),
+        tuple(warnings),
+        started,
+    )
     return sized_plan(plan, sized)
 
 
 def opened_run(group: distributed.Group, out_dir: Path, resume: bool, force: bool) -> Optional[Checkpoint]:
     """`open_run_directory` on rank 0 alone, its last.pt handed to every rank (as plain data: see from_main)."""
+
     def opened() -> Optional[dict]:
         saved = open_run_directory(out_dir, resume, force)
         return None if saved is None else schema.encode(saved)
@@ -301,8 +354,9 @@ def opened_run(group: distributed.Group, out_dir: Path, resume: bool, force: boo
     return None if payload is None else schema.from_payload(payload)
 
 
-def read_corpus(group: distributed.Group, corpus_args: list[str], encoding: str, errors: str,
-                base_chars: Optional[str], log) -> Corpus:
+def read_corpus(
+    group: distributed.Group, corpus_args: list[str], encoding: str, errors: str, base_chars: Optional[str], log
+) -> Corpus:
     """The run's text, read on every rank (under torchrun a bad corpus is one error line, not one per rank);
     a fine-tuned run's with the `base_chars` of the checkpoint it started from first."""
     if base_chars is not None:
@@ -315,12 +369,15 @@ def read_corpus(group: distributed.Group, corpus_args: list[str], encoding: str,
 def checked_text(group: distributed.Group, saved: Optional[Checkpoint], corpus: Corpus) -> str:
     """The corpus's digest, once every rank read the same text and, on --resume, the text the run began on."""
     digest = distributed.corpus_digest(corpus.ids, corpus.vocab.chars).hex()
-    group.check_same(lambda: bytes.fromhex(digest),
-                     "the processes read different corpora; every machine needs the same corpus files")
+    group.check_same(
+        lambda: bytes.fromhex(digest), "the processes read different corpora; every machine needs the same corpus files"
+    )
     change = text_change(saved, corpus.vocab.chars, len(corpus.ids), digest) if saved is not None else None
     if change:  # the same verdict on every rank
-        group.stop_all(f"the corpus ({corpus.name}) {change}: --resume goes on only with the text a run began on; "
-                       "train on this text in another --out, or start this run over with --force")
+        group.stop_all(
+            f"the corpus ({corpus.name}) {change}: --resume goes on only with the text a run began on; "
+            "train on this text in another --out, or start this run over with --force"
+        )
     return digest
 
 
@@ -328,8 +385,9 @@ def cut_windows(group: distributed.Group, corpus: Corpus, config: TrainConfig) -
     """This rank's training windows (the global batch is batch_size streams per process), and the validation
     split's windows (None when it is too short to score)."""
     train_ids, val_ids = corpus.split(config.val_fraction)
-    windows = group.on_every_rank(partial(training_windows, train_ids, config.batch_size * group.world_size,
-                                          config.seq_len))  # too short a corpus: one line for the job
+    windows = group.on_every_rank(
+        partial(training_windows, train_ids, config.batch_size * group.world_size, config.seq_len)
+    )  # too short a corpus: one line for the job
     return group.shard(windows), evaluation_windows(val_ids, config.seq_len) if len(val_ids) >= 2 else None
 
 
@@ -338,9 +396,12 @@ def sized_plan(plan: RunPlan, sized: Sequence[str]) -> RunPlan:
     config = plan.train_config
     chars_per_step = config.batch_size * config.seq_len * plan.group.world_size
     decided = budget.plan(config, tuple(sized), partial(timed_steps, plan), chars_per_step)
-    return replace(plan, model_config=replace(plan.model_config, **decided.shape),
-                   train_config=replace(config, eval_every=decided.eval_every),
-                   notes=plan.notes + ((decided.note,) if decided.note else ()))
+    return replace(
+        plan,
+        model_config=replace(plan.model_config, **decided.shape),
+        train_config=replace(config, eval_every=decided.eval_every),
+        notes=plan.notes + ((decided.note,) if decided.note else ()),
+    )
 
 
 def timed_steps(plan: RunPlan, shape: dict, enough: float) -> tuple[float, float]:
@@ -348,8 +409,9 @@ def timed_steps(plan: RunPlan, shape: dict, enough: float) -> tuple[float, float
     cost, as the slowest rank saw them, so that every rank decides alike. Timed without DDP: ranks may time
     different numbers of steps."""
     started = time.perf_counter()
-    step = throwaway_step(replace(plan.model_config, **shape), plan.train_config, plan.windows[0],
-                          plan.group.device, plan.precision)
+    step = throwaway_step(
+        replace(plan.model_config, **shape), plan.train_config, plan.windows[0], plan.group.device, plan.precision
+    )
     step_s = budget.seconds_per_step(step, enough)
     return plan.group.max(step_s), plan.group.max(time.perf_counter() - started)
 
@@ -403,32 +465,55 @@ class Trainer:
         train_ids, _ = self.corpus.split(self.train_config.val_fraction)
         finetune.start_from(self.model, init, train_ids, self.device)
         assert self.plan.init_from is not None  # made with init (finetune.load_init)
-        self.reporter.log(finetune.starting_line(self.plan.init_from, len(self.corpus.vocab), self.train_config.lr,
-                                                 self.model_config.dropout))
+        self.reporter.log(
+            finetune.starting_line(
+                self.plan.init_from, len(self.corpus.vocab), self.train_config.lr, self.model_config.dropout
+            )
+        )
 
     def describe(self) -> str:
         m, c = self.model_config, self.corpus
-        return (f"{m.model} {m.layers}x{m.hidden} ({self.model.num_parameters() / 1e6:.2f}M parameters) on "
-                f"{c.name} ({len(c.ids):,} chars, vocab {len(c.vocab)}) | {self.device.type} ({self.backend}, {self.precision}) | "
-                f"run directory {self.out_dir}" + (f" | {self.group.world_size} processes" if self.group.active else ""))
+        return (
+            f"{m.model} {m.layers}x{m.hidden} ({self.model.num_parameters() / 1e6:.2f}M parameters) on "
+            f"{c.name} ({len(c.ids):,} chars, vocab {len(c.vocab)}) | "
+            f"{self.device.type} ({self.backend}, {self.precision}) | "
+            f"run directory {self.out_dir}" + (f" | {self.group.world_size} processes" if self.group.active else "")
+        )
 
     def snapshot(self, val_loss: Optional[float]) -> Checkpoint:
         """What best.pt holds: everything sampling and evaluation need, and nothing else."""
         plan = self.plan
-        return Checkpoint(self.model_config, self.train_config, self.corpus.vocab.chars,
-                          {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, corpus=self.corpus.name,
-                          corpus_args=plan.corpus_args, encoding=plan.encoding, errors=plan.errors,
-                          step=self.progress.step, val_loss=val_loss, elapsed=self.progress.elapsed,
-                          device=self.device.type, backend=self.backend, precision=self.precision,
-                          history=list(self.progress.history), init_from=plan.init_from)
+        return Checkpoint(
+            self.model_config,
+            self.train_config,
+            self.corpus.vocab.chars,
+            {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            corpus=self.corpus.name,
+            corpus_args=plan.corpus_args,
+            encoding=plan.encoding,
+            errors=plan.errors,
+            step=self.progress.step,
+            val_loss=val_loss,
+            elapsed=self.progress.elapsed,
+            device=self.device.type,
+            backend=self.backend,
+            precision=self.precision,
+            history=list(self.progress.history),
+            init_from=plan.init_from,
+        )
 
     def save_last(self, val_loss: Optional[float]) -> None:
         """last.pt adds what an exact resume needs: optimizer, data position, carried state, RNG."""
         shared = self.group.resume_state(map_state(torch.Tensor.cpu, self.state), rng_states(self.device))
         if shared is None:  # not rank 0: nothing to write
             return
-        resume = ResumeState(self.optimizer.state_dict(), self.progress, *shared, corpus_digest=self.plan.text_digest,
-                             corpus_chars=len(self.corpus.ids))
+        resume = ResumeState(
+            self.optimizer.state_dict(),
+            self.progress,
+            *shared,
+            corpus_digest=self.plan.text_digest,
+            corpus_chars=len(self.corpus.ids),
+        )
         checkpoint.save_checkpoint(replace(self.snapshot(val_loss), resume=resume), self.out_dir / checkpoint.LAST)
 
     def evaluate(self, pacer: pacing.Pacer) -> Optional[float]:
@@ -438,8 +523,9 @@ class Trainer:
         per_window = self.val_windows.batch_size * self.val_windows.seq_len
         share = self.group.shard(self.val_windows)  # each rank scores its own streams; the sums are the whole
         windows = max(1, -(-pacer.eval_chars() // per_window))  # rounded up: a padded last window scores fewer
-        nats, count = self.group.sum(*(total_loss(self.model, share, self.device, max_windows=windows)
-                                       if share.batch_size else (0.0, 0)))
+        nats, count = self.group.sum(
+            *(total_loss(self.model, share, self.device, max_windows=windows) if share.batch_size else (0.0, 0))
+        )
         pacer.validated(int(count))
         self.progress.val_chars = pacer.pass_chars  # last.pt keeps it: a resumed run's passes score as many
         return nats / count
@@ -449,10 +535,17 @@ class Trainer:
         if val_loss is not None and not math.isfinite(val_loss):
             raise CharRNNError(
                 f"the validation loss became {val_loss} at step {self.progress.step}; stopped without saving it "
-                f"({checkpoint.BEST} and {checkpoint.LAST} are intact). Try a lower --lr")
+                f"({checkpoint.BEST} and {checkpoint.LAST} are intact). Try a lower --lr"
+            )
         train_loss = self.group.mean(train_loss)
-        entry = {"step": self.progress.step, "elapsed": round(self.progress.elapsed, 3),
-                 "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "chars_per_s": round(chars_per_s, 1)}
+        entry = {
+            "step": self.progress.step,
+            "elapsed": round(self.progress.elapsed, 3),
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": lr,
+            "chars_per_s": round(chars_per_s, 1),
+        }
         self.progress.history.append(entry)
         if self.group.is_main:
             try:
@@ -492,7 +585,9 @@ class Trainer:
                     self.save_last(val_loss)
                     raise TrainingInterrupted(
                         f"interrupted at step {self.progress.step}; saved {self.out_dir / checkpoint.LAST}, "
-                        "continue with --resume", stop.received)
+                        "continue with --resume",
+                        stop.received,
+                    )
                 loss = self.train_step(lr := learning_rate(config, self.progress.step, pacer.fraction))
                 pacer.stepped(self.progress.step)
                 self.progress.elapsed = pacer.elapsed
@@ -503,14 +598,25 @@ class Trainer:
                     val_loss = self.evaluate(pacer)
                     self.record(window_loss / window_steps, val_loss, chars_per_s, lr)
                     pacer.evaluated(self.progress.step)
-                figures = {"step": self.progress.step, "train_loss": window_loss / window_steps, "val_loss": val_loss,
-                           "chars_per_s": chars_per_s, "eta_s": pacer.eta_s}
+                figures = {
+                    "step": self.progress.step,
+                    "train_loss": window_loss / window_steps,
+                    "val_loss": val_loss,
+                    "chars_per_s": chars_per_s,
+                    "eta_s": pacer.eta_s,
+                }
                 reporter.update(pacer.fraction, figures, evaluated=pacer.due)
                 if pacer.due:
                     window_started, window_steps, window_loss = time.monotonic(), 0, 0.0
         reporter.close()
-        return {"steps": self.progress.step, "val_loss": val_loss, "best_val_loss": self.progress.best_val_loss,
-                "elapsed": self.progress.elapsed, "chars_per_s": chars_per_s, "out_dir": str(self.out_dir)}
+        return {
+            "steps": self.progress.step,
+            "val_loss": val_loss,
+            "best_val_loss": self.progress.best_val_loss,
+            "elapsed": self.progress.elapsed,
+            "chars_per_s": chars_per_s,
+            "out_dir": str(self.out_dir),
+        }
 
     def train_step(self, lr: float) -> float:
         if self.progress.position >= len(self.windows):
@@ -522,13 +628,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.state = fresh_starts(self.state, self.progress.position)
-        loss, self.state = gradients(self.network, self.optimizer, inputs, targets, self.state, self.precision,
-                                     self.train_config.grad_clip)
+        loss, self.state = gradients(
+            self.network, self.optimizer, inputs, targets, self.state, self.precision, self.train_config.grad_clip
+        )
         value = loss.item()
         if not math.isfinite(value):
             raise CharRNNError(
                 f"the training loss became {value} at step {self.progress.step + 1}; stopped without saving it "
-                f"({checkpoint.BEST} is intact). Try a lower --lr")
+                f"({checkpoint.BEST} is intact). Try a lower --lr"
+            )
         self.optimizer.step()
         self.progress.step += 1
         self.progress.position += 1
@@ -541,20 +649,35 @@ class Trainer:
         seconds = None if config.time_budget is None else config.time_budget - progress.elapsed
         val = self.val_windows
         val_chars = len(val) * val.batch_size * val.seq_len if val is not None else 0
-        return pacing.Pacer(lambda: self.group.max(time.monotonic() - self.started), seconds, config.steps,
-                            progress.step, config.eval_every, chars_per_step, min(config.eval_chars, val_chars),
-                            progress.elapsed, progress.val_chars)
+        return pacing.Pacer(
+            lambda: self.group.max(time.monotonic() - self.started),
+            seconds,
+            config.steps,
+            progress.step,
+            config.eval_every,
+            chars_per_step,
+            min(config.eval_chars, val_chars),
+            progress.elapsed,
+            progress.val_chars,
+        )
 
 
-def prepare(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
-            reporter: Optional[Reporter] = None, **options) -> Trainer:
+def prepare(
+    corpus_args: list[str],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    reporter: Optional[Reporter] = None,
+    **options,
+) -> Trainer:
     """A run planned (see plan_run for the options) and built, ready to run."""
     reporter = reporter or Reporter(quiet=True)
     return Trainer(plan_run(corpus_args, model_config, train_config, out_dir, log=reporter.log, **options), reporter)
 
 
-def run_training(corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
-                 **options) -> dict:
+def run_training(
+    corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options
+) -> dict:
     """Train a run to the end of its budget; see plan_run for the options."""
     with rundir.removed_if_unused(Path(out_dir)), interrupted_before_training():
         trainer = prepare(corpus_args, model_config, train_config, out_dir, **options)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
 from charrnn import writes
-from charrnn.model import CellStack, model_from_checkpoint
 from charrnn.config import VIZ_FEATURES
 from charrnn.errors import CharRNNError, SettingError
+from charrnn.model import CellStack, model_from_checkpoint
 from charrnn.streams import refuse_binary, stdin_is_piped, text_input
 from charrnn.vocab import Vocab
 
@@ -60,20 +61,31 @@ def trace_text(saved, text: str, device: Optional[torch.device] = None) -> Trace
     vocab = Vocab(saved.vocab)
     text, known_ids, known = vocab.reading(text)
     if not known.any():
-        raise CharRNNError(f"the model never saw any character of this text ({vocab.unknown_chars(text)[:20]!r}); "
-                           "give text like its training corpus")
+        raise CharRNNError(
+            f"the model never saw any character of this text ({vocab.unknown_chars(text)[:20]!r}); "
+            "give text like its training corpus"
+        )
     model = model_from_checkpoint(saved, impl="cells", device=device)  # same weights, the cells can show their gates
     start = vocab.chars.index("\n") if "\n" in vocab else 0
     ids = torch.from_numpy(np.append(start, known_ids).astype(np.int64)).unsqueeze(0).to(device or "cpu")
     assert isinstance(model.rnn, CellStack)  # impl="cells"
     outputs, _, internals = model.rnn.trace(model.embedding(ids))
     # Position 0 reads the start character; position t+1 has just read the t-th known character.
-    activations = {(layer, kind): spread(values[0, 1:].float().cpu().numpy(), known)
-                   for layer, per_kind in enumerate(internals) for kind, values in per_kind.items()}
+    activations = {
+        (layer, kind): spread(values[0, 1:].float().cpu().numpy(), known)
+        for layer, per_kind in enumerate(internals)
+        for kind, values in per_kind.items()
+    }
     log_probs = torch.log_softmax(model.head(outputs).float(), dim=-1)[0, :-1]
     surprise = -log_probs.gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1) / math.log(2)
-    return Trace(text, activations, spread(surprise.cpu().numpy(), known), layers=len(internals),
-                 kinds=list(internals[0]), known=known)
+    return Trace(
+        text,
+        activations,
+        spread(surprise.cpu().numpy(), known),
+        layers=len(internals),
+        kinds=list(internals[0]),
+        known=known,
+    )
 
 
 def spread(values: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -184,7 +196,9 @@ def feature_values(name: str, text: str) -> np.ndarray:
         raise CharRNNError(f"unknown feature {name!r}; choose one of {', '.join(FEATURES)}")
     values = FEATURES[name](text)
     if np.ptp(values) == 0:
-        raise CharRNNError(f"the feature {name!r} is constant on this text (e.g. no quotes in it); give a text where it varies")
+        raise CharRNNError(
+            f"the feature {name!r} is constant on this text (e.g. no quotes in it); give a text where it varies"
+        )
     return values
 
 
@@ -270,8 +284,14 @@ def terminal_text(text: str, levels: np.ndarray):
     return rendered
 
 
-def html_page(text: str, levels: np.ndarray, values: np.ndarray, title: str, ranking: Optional[list[Unit]] = None,
-              value_label: str = "activation") -> str:
+def html_page(
+    text: str,
+    levels: np.ndarray,
+    values: np.ndarray,
+    title: str,
+    ranking: Optional[list[Unit]] = None,
+    value_label: str = "activation",
+) -> str:
     """A self-contained HTML page: the text on its colors, each value in the character's tooltip."""
     spans = []
     for char, level, value in zip(text, levels, values):
@@ -280,11 +300,16 @@ def html_page(text: str, levels: np.ndarray, values: np.ndarray, title: str, ran
             spans.append(f'<span title="never seen by the model">{shown}</span>')
             continue
         red, green, blue = color(float(level))
-        spans.append(f'<span style="background:rgb({red},{green},{blue})" title="{value_label} {value:.3f}">{shown}</span>')
+        spans.append(
+            f'<span style="background:rgb({red},{green},{blue})" title="{value_label} {value:.3f}">{shown}</span>'
+        )
     rows = ""
     if ranking:
-        rows = "<table><tr><th>r</th><th>unit</th></tr>" + "".join(
-            f"<tr><td>{u.correlation:+.3f}</td><td>{html.escape(u.describe())}</td></tr>" for u in ranking) + "</table>"
+        rows = (
+            "<table><tr><th>r</th><th>unit</th></tr>"
+            + "".join(f"<tr><td>{u.correlation:+.3f}</td><td>{html.escape(u.describe())}</td></tr>" for u in ranking)
+            + "</table>"
+        )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -296,14 +321,16 @@ table {{ border-collapse: collapse; margin-bottom: 1em; }} td, th {{ padding: 2p
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {rows}
-<p class="legend"><span style="background:rgb(0,127,255)">low</span><span style="background:#fff">0</span><span style="background:rgb(255,0,0)">high</span> (hover a character for its value)</p>
-<div class="text">{''.join(spans)}</div>
+<p class="legend"><span style="background:rgb(0,127,255)">low</span><span style="background:#fff">0</span><span
+style="background:rgb(255,0,0)">high</span> (hover a character for its value)</p>
+<div class="text">{"".join(spans)}</div>
 </body></html>
 """
 
 
-def input_text(file: Optional[str], text: Optional[str], max_chars: int, encoding: str = "utf-8",
-               errors: str = "strict") -> str:
+def input_text(
+    file: Optional[str], text: Optional[str], max_chars: int, encoding: str = "utf-8", errors: str = "strict"
+) -> str:
     """What `charrnn viz` looks at: `text`, else the FILE or piped stdin, cut to `max_chars` characters."""
     if max_chars < 1:
         raise SettingError(f"--max-chars must be at least 1 (got {max_chars})")
@@ -338,17 +365,32 @@ class View:
         """What `charrnn viz` prints on a terminal: the ranking, the title, then the colored text (or, with --html,
         where the page went)."""
         ranking = [f"r {found.correlation:+.3f}  {found.describe()}" for found in self.ranking or []]
-        return [*ranking, self.title, terminal_text(self.text, self.levels) if html_out is None else f"wrote {html_out}"]
+        return [
+            *ranking,
+            self.title,
+            terminal_text(self.text, self.levels) if html_out is None else f"wrote {html_out}",
+        ]
 
     def as_dict(self) -> dict:
         """The --json object: the title, the unit, the text, the values per character, the ranking."""
-        return {"title": self.title, "unit": self.unit.as_dict() if self.unit else None, "text": self.text,
-                "values": [None if math.isnan(v) else round(float(v), 5) for v in self.values],
-                "ranking": [u.as_dict() for u in self.ranking] if self.ranking else None}
+        return {
+            "title": self.title,
+            "unit": self.unit.as_dict() if self.unit else None,
+            "text": self.text,
+            "values": [None if math.isnan(v) else round(float(v), 5) for v in self.values],
+            "ranking": [u.as_dict() for u in self.ranking] if self.ranking else None,
+        }
 
 
-def look(trace: Trace, surprise: bool = False, find: Optional[str] = None, top: int = 5, layer: Optional[int] = None,
-         kind: Optional[str] = None, unit: Optional[int] = None) -> View:
+def look(
+    trace: Trace,
+    surprise: bool = False,
+    find: Optional[str] = None,
+    top: int = 5,
+    layer: Optional[int] = None,
+    kind: Optional[str] = None,
+    unit: Optional[int] = None,
+) -> View:
     """The view `charrnn viz` draws: the surprise per character, else the best unit --find ranks for a feature,
     else the unit named by layer, kind and index (what is left out: see `pick_unit`)."""
     if surprise:
@@ -359,5 +401,6 @@ def look(trace: Trace, surprise: bool = False, find: Optional[str] = None, top: 
     shown = ranking[0] if ranking else pick_unit(trace, layer, kind, unit)
     values = unit_values(trace, shown)
     title = shown.describe() + (f", r = {shown.correlation:+.3f} with {find}" if find else "")
-    return View(trace.text, values, scaled(values, shown.kind), title + unseen_note(trace), "activation", shown,
-                ranking)
+    return View(
+        trace.text, values, scaled(values, shown.kind), title + unseen_note(trace), "activation", shown, ranking
+    )

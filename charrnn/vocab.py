@@ -45,7 +45,7 @@ class Vocab:
         self._table[points] = np.arange(len(points), dtype=np.int32)
 
     @classmethod
-    def from_code_points(cls, points: np.ndarray) -> "Vocab":
+    def from_code_points(cls, points: np.ndarray) -> Vocab:
         unique = np.unique(points).astype("<u4")
         return cls(unique.tobytes().decode("utf-32-le", "surrogatepass"))
 

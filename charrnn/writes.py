@@ -35,8 +35,9 @@ PRIVATE_FILE = 0o600
 def refuse_link(path: Path) -> None:
     """One line if `path` itself is a symbolic link: charrnn writes neither through one nor over one."""
     if Path(path).is_symlink():
-        raise CharRNNError(f"{path} is a symbolic link; charrnn never writes through one: "
-                           "remove it, or choose another path")
+        raise CharRNNError(
+            f"{path} is a symbolic link; charrnn never writes through one: remove it, or choose another path"
+        )
 
 
 def check_targets(paths: list[Path], force: bool) -> None:
@@ -47,8 +48,10 @@ def check_targets(paths: list[Path], force: bool) -> None:
         refuse_link(path)
     existing = [str(path) for path in paths if path.exists()]
     if existing and not force:
-        raise CharRNNError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
-                           "pass --force to replace, or choose another path with -o")
+        raise CharRNNError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+            "pass --force to replace, or choose another path with -o"
+        )
 
 
 def temporary_name(target: Path) -> Path:
@@ -115,8 +118,10 @@ def open_in_place(path: Path, flags: int, mode: int = 0o666) -> int:
     status = os.fstat(descriptor)
     if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:
         os.close(descriptor)
-        raise CharRNNError(f"{path} is not a plain file of charrnn's own (a special file, or a hard link to "
-                           "another name); charrnn will not write to it: remove it, or choose another path")
+        raise CharRNNError(
+            f"{path} is not a plain file of charrnn's own (a special file, or a hard link to "
+            "another name); charrnn will not write to it: remove it, or choose another path"
+        )
     return descriptor
 
 
