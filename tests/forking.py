@@ -20,11 +20,12 @@ SERVER = """
 import importlib, json, os, pkgutil, signal, socket, sys
 import charrnn
 from charrnn.__main__ import main
-import torch._dynamo  # what torch.optim's first optimizer imports: over a second of CPU in every `charrnn train`
 
-for module in pkgutil.iter_modules(charrnn.__path__):  # whatever a command imports, where its extra is installed
+# Whatever a command imports, where its extra is installed; and torch._dynamo, which torch.optim's first optimizer
+# imports: over a second of CPU in every `charrnn train`.
+for name in ["torch._dynamo", *("charrnn." + module.name for module in pkgutil.iter_modules(charrnn.__path__))]:
     try:
-        importlib.import_module("charrnn." + module.name)
+        importlib.import_module(name)
     except ImportError:
         pass
 
