@@ -36,7 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from charrnn import checkpoint, corpora, hf, install_command, schema, writes
-from charrnn.config import EXPORT_FORMATS, SamplingSettings, format_duration
+from charrnn.config import EXPORT_FORMATS, ModelConfig, SamplingSettings, format_duration
 from charrnn.errors import CharRNNError, SettingError, escaped
 from charrnn.model import GATES, model_from_checkpoint, parameter_shapes
 from charrnn.runs import best_bpc, read_history
@@ -181,41 +181,22 @@ def data_section(saved: Checkpoint, entry: Optional[corpora.Entry], spdx: Option
 def model_card(saved: Checkpoint, name: str, spdx: Optional[str] = None) -> str:
     """README.md for the folder `name`: what the model is, how well it did, a sample, how to use it, under what
     license. `spdx`: the license the owner states, an identifier `license_id` checked."""
-    config, entry, parameters = saved.model_config, named_corpus(saved), saved.parameters
-    corpus = markdown_text(saved.corpus or "an unnamed corpus")
-    bpc = best_bpc(saved.history, saved.val_loss)
-    trained = f"{saved.step or 0:,} steps" + (f" ({format_duration(saved.elapsed)})" if saved.elapsed else "")
-    folder = shlex.quote(escaped(name))
-    command = (
-        f"charrnn sample -c {folder} --temp {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED} --length {SAMPLE_LENGTH} "
-        "--precision fp32 --device cpu"
-    )
-    usage = (
-        f"{install_command()}\ncharrnn sample -c {folder} --temp 0.8 --length 500\n"
-        f"charrnn eval -c {folder} held-out.txt"
-    )
+    entry, folder = named_corpus(saved), shlex.quote(escaped(name))
     return f"""---
-{metadata(entry, spdx, config.model)}
+{metadata(entry, spdx, saved.model_config.model)}
 ---
 
 # {markdown_text(name)}
 
-A character-level {config.model.upper()} language model: {config.layers} layer(s) of {config.hidden} units,
-embedding {config.embed}, {parameters:,} parameters, a vocabulary of {len(saved.vocab):,} characters.
-Trained with charrnn on {corpus} for {trained}.
-Validation: {"not measured" if bpc is None else f"{bpc:.3f} bits per character"}.
+{summary_section(saved)}
 
 ## Sample
 
-{code_span(command)} (temperature {SAMPLE_TEMPERATURE}, seed {SAMPLE_SEED}, no prime):
-
-{fenced(card_sample(saved))}
+{sample_section(saved, folder)}
 
 ## How to use it
 
-{fenced(usage, "sh")}
-
-`charrnn sample`, `eval`, `score`, `viz` and `info` read this folder wherever `-c` takes a checkpoint.
+{usage_section(folder)}
 
 ## Training data and license
 
@@ -223,14 +204,56 @@ Validation: {"not measured" if bpc is None else f"{bpc:.3f} bits per character"}
 
 ## Files
 
-- `config.json`: the network's shape, the vocabulary (a character's id is its index), the training
+{files_section(saved.model_config.model)}
+"""
+
+
+def summary_section(saved: Checkpoint) -> str:
+    """The card's opening paragraph: the network's shape, what it trained on and for how long, how well it did."""
+    config = saved.model_config
+    corpus = markdown_text(saved.corpus or "an unnamed corpus")
+    bpc = best_bpc(saved.history, saved.val_loss)
+    trained = f"{saved.step or 0:,} steps" + (f" ({format_duration(saved.elapsed)})" if saved.elapsed else "")
+    shape = f"{config.layers} layer(s) of {config.hidden} units"
+    return f"""A character-level {config.model.upper()} language model: {shape},
+embedding {config.embed}, {saved.parameters:,} parameters, a vocabulary of {len(saved.vocab):,} characters.
+Trained with charrnn on {corpus} for {trained}.
+Validation: {"not measured" if bpc is None else f"{bpc:.3f} bits per character"}."""
+
+
+def sample_section(saved: Checkpoint, folder: str) -> str:
+    """The card's sample (`card_sample`) under the command that writes it again from the folder (shell-quoted)."""
+    command = (
+        f"charrnn sample -c {folder} --temp {SAMPLE_TEMPERATURE} --seed {SAMPLE_SEED} --length {SAMPLE_LENGTH} "
+        "--precision fp32 --device cpu"
+    )
+    return (
+        f"{code_span(command)} (temperature {SAMPLE_TEMPERATURE}, seed {SAMPLE_SEED}, no prime):\n\n"
+        f"{fenced(card_sample(saved))}"
+    )
+
+
+def usage_section(folder: str) -> str:
+    """How to install charrnn and use the folder (shell-quoted) with it."""
+    usage = (
+        f"{install_command()}\ncharrnn sample -c {folder} --temp 0.8 --length 500\n"
+        f"charrnn eval -c {folder} held-out.txt"
+    )
+    return (
+        f"{fenced(usage, 'sh')}\n\n"
+        "`charrnn sample`, `eval`, `score`, `viz` and `info` read this folder wherever `-c` takes a checkpoint."
+    )
+
+
+def files_section(model: str) -> str:
+    """What each of the folder's files holds, for a network of kind `model` (rnn, gru, lstm)."""
+    return f"""- `config.json`: the network's shape, the vocabulary (a character's id is its index), the training
   settings and history, and `format_version`, the charrnn checkpoint format these fields follow.
   Its `weights_sha256` is the SHA-256 of the weights themselves (each tensor's name, in sorted order,
   dtype, shape and raw data), not of the file's bytes: a re-save with other metadata or order still verifies.
-- `model.safetensors`: the weights as plain tensors, named and laid out as torch's `nn.{config.model.upper()}`
+- `model.safetensors`: the weights as plain tensors, named and laid out as torch's `nn.{model.upper()}`
   (`rnn.*`), `nn.Embedding` (`embedding.weight`) and `nn.Linear` (`head.*`). safetensors holds no
-  pickle, so loading this folder runs no code.
-"""
+  pickle, so loading this folder runs no code."""
 
 
 def write_onnx(saved: Checkpoint, path: Path, force: bool = False) -> None:
@@ -254,52 +277,15 @@ def one_step_model(saved: Checkpoint):
     """The ONNX model of one step: inputs `id` [batch] (int64) and `hidden` [layers, batch, hidden] (and `cell` for
     the LSTM), outputs `logits` [batch, vocab], `hidden_out` (and `cell_out`). The vocabulary is in its metadata."""
     onnx = require_onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     config = saved.model_config
-    weights = {name: tensor.detach().float().numpy() for name, tensor in saved.weights.items()}
-    states = ["hidden", "cell"] if config.model == "lstm" else ["hidden"]
-    constants = {
-        "embedding": weights["embedding.weight"],
-        "head_weight": weights["head.weight"],
-        "head_bias": weights["head.bias"],
-        "axis_0": np.array([0], np.int64),
-        "one_per_layer": np.ones(config.layers, np.int64),
-    }
-    nodes = [
-        helper.make_node("Gather", ["embedding", "id"], ["embedded"]),
-        # ONNX's recurrent operators take [steps, batch, features]: here one step.
-        helper.make_node("Unsqueeze", ["embedded", "axis_0"], ["layer_0_in"]),
+    inputs, outputs = graph_signature(config)
+    initializers = [
+        numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in graph_constants(saved).items()
     ]
-    for state in states:  # [layers, batch, hidden] -> per layer [1, batch, hidden], what the operators take
-        nodes.append(
-            helper.make_node("Split", [state, "one_per_layer"], [f"{state}_{n}" for n in range(config.layers)])
-        )
-    for layer in range(config.layers):
-        constants.update(layer_weights(weights, config.model, layer))
-        inputs = [f"layer_{layer}_in", f"W_{layer}", f"R_{layer}", f"B_{layer}", ""] + [f"{s}_{layer}" for s in states]
-        # With one step, the new hidden state [1, batch, hidden] is also the next layer's input.
-        outputs = ["", f"layer_{layer + 1}_in"] + (["cell_out_" + str(layer)] if config.model == "lstm" else [])
-        # torch's GRU: reset gate after W_hn h
-        extra: dict[str, Any] = {"linear_before_reset": 1} if config.model == "gru" else {}
-        nodes.append(helper.make_node(OPERATORS[config.model], inputs, outputs, hidden_size=config.hidden, **extra))
-    nodes += [
-        helper.make_node("Concat", [f"layer_{n + 1}_in" for n in range(config.layers)], ["hidden_out"], axis=0),
-        helper.make_node("Squeeze", [f"layer_{config.layers}_in", "axis_0"], ["top"]),
-        helper.make_node("Gemm", ["top", "head_weight", "head_bias"], ["logits"], transB=1),
-    ]
-    if config.model == "lstm":
-        nodes.append(helper.make_node("Concat", [f"cell_out_{n}" for n in range(config.layers)], ["cell_out"], axis=0))
-    state_shape: list[str | int] = [config.layers, "batch", config.hidden]
-    graph = helper.make_graph(
-        nodes,
-        f"charrnn_{config.model}_{config.layers}x{config.hidden}_step",
-        [helper.make_tensor_value_info("id", TensorProto.INT64, ["batch"])]
-        + [helper.make_tensor_value_info(s, TensorProto.FLOAT, state_shape) for s in states],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", config.vocab_size])]
-        + [helper.make_tensor_value_info(f"{s}_out", TensorProto.FLOAT, state_shape) for s in states],
-        [numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in constants.items()],
-    )
+    name = f"charrnn_{config.model}_{config.layers}x{config.hidden}_step"
+    graph = helper.make_graph(graph_nodes(config), name, inputs, outputs, initializers)
     model = helper.make_model(
         graph, producer_name="charrnn", opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
     )
@@ -316,6 +302,77 @@ def one_step_model(saved: Checkpoint):
     )  # JSON: ASCII, so any character survives
     onnx.checker.check_model(model)
     return model
+
+
+def state_names(config: ModelConfig) -> list[str]:
+    """The recurrent state's parts, each [layers, batch, hidden]: the LSTM's cell beside every kind's hidden."""
+    return ["hidden", "cell"] if config.model == "lstm" else ["hidden"]
+
+
+def graph_signature(config: ModelConfig) -> tuple[list, list]:
+    """The graph's inputs (`id` and the state) and outputs (`logits` and the state after the step)."""
+    from onnx import TensorProto, helper
+
+    state_shape: list[str | int] = [config.layers, "batch", config.hidden]
+    states = state_names(config)
+    inputs = [helper.make_tensor_value_info("id", TensorProto.INT64, ["batch"])]
+    inputs += [helper.make_tensor_value_info(s, TensorProto.FLOAT, state_shape) for s in states]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", config.vocab_size])]
+    outputs += [helper.make_tensor_value_info(f"{s}_out", TensorProto.FLOAT, state_shape) for s in states]
+    return inputs, outputs
+
+
+def graph_constants(saved: Checkpoint) -> dict[str, np.ndarray]:
+    """The graph's initializers by name: the embedding, the head, every layer's weights and two index constants."""
+    config = saved.model_config
+    weights = {name: tensor.detach().float().numpy() for name, tensor in saved.weights.items()}
+    constants = {
+        "embedding": weights["embedding.weight"],
+        "head_weight": weights["head.weight"],
+        "head_bias": weights["head.bias"],
+        "axis_0": np.array([0], np.int64),
+        "one_per_layer": np.ones(config.layers, np.int64),
+    }
+    for layer in range(config.layers):
+        constants.update(layer_weights(weights, config.model, layer))
+    return constants
+
+
+def graph_nodes(config: ModelConfig) -> list:
+    """The step's operators in order: embed the id, split the state by layer, run each layer, gather the state
+    back and apply the head."""
+    from onnx import helper
+
+    layers, states = range(config.layers), state_names(config)
+    nodes = [
+        helper.make_node("Gather", ["embedding", "id"], ["embedded"]),
+        # ONNX's recurrent operators take [steps, batch, features]: here one step.
+        helper.make_node("Unsqueeze", ["embedded", "axis_0"], ["layer_0_in"]),
+    ]
+    # [layers, batch, hidden] -> per layer [1, batch, hidden], what the operators take
+    nodes += [helper.make_node("Split", [s, "one_per_layer"], [f"{s}_{n}" for n in layers]) for s in states]
+    nodes += [layer_node(config, layer) for layer in layers]
+    nodes += [
+        helper.make_node("Concat", [f"layer_{n + 1}_in" for n in layers], ["hidden_out"], axis=0),
+        helper.make_node("Squeeze", [f"layer_{config.layers}_in", "axis_0"], ["top"]),
+        helper.make_node("Gemm", ["top", "head_weight", "head_bias"], ["logits"], transB=1),
+    ]
+    if config.model == "lstm":
+        nodes.append(helper.make_node("Concat", [f"cell_out_{n}" for n in layers], ["cell_out"], axis=0))
+    return nodes
+
+
+def layer_node(config: ModelConfig, layer: int):
+    """One layer's RNN, GRU or LSTM operator, reading the weights `layer_weights` names."""
+    from onnx import helper
+
+    states = state_names(config)
+    inputs = [f"layer_{layer}_in", f"W_{layer}", f"R_{layer}", f"B_{layer}", ""] + [f"{s}_{layer}" for s in states]
+    # With one step, the new hidden state [1, batch, hidden] is also the next layer's input.
+    outputs = ["", f"layer_{layer + 1}_in"] + (["cell_out_" + str(layer)] if config.model == "lstm" else [])
+    # torch's GRU: reset gate after W_hn h
+    extra: dict[str, Any] = {"linear_before_reset": 1} if config.model == "gru" else {}
+    return helper.make_node(OPERATORS[config.model], inputs, outputs, hidden_size=config.hidden, **extra)
 
 
 def layer_weights(weights: dict[str, np.ndarray], kind: str, layer: int) -> dict[str, np.ndarray]:
