@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
@@ -25,7 +25,9 @@ from charrnn.config import (
     ModelConfig,
     SamplingSettings,
     TrainConfig,
+    TrainOptions,
     format_duration,
+    given_fields,
     parse_duration,
 )
 from charrnn.data import corpus_name, evaluation_windows, load_corpus
@@ -51,8 +53,13 @@ from charrnn.trainer import run_training
 from charrnn.viz import Trace, trace_text
 from charrnn.vocab import Vocab
 
+if TYPE_CHECKING:  # Unpack is in typing from Python 3.11
+    from typing_extensions import Unpack
+
 Dynamic = Union[bool, DynamicSettings]  # dynamic evaluation: off, on with the measured defaults, or these settings
 Progress = Callable[[float], None]  # hears the fraction of the work done
+# A corpus: a text file, directory, - or catalogue name, or several; None: the built-in corpus.
+Sources = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None]
 
 
 def load(
@@ -275,36 +282,16 @@ class LanguageModel:
 
 
 def train(
-    corpus: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None] = None,
+    corpus: Sources = None,
     out: Union[str, os.PathLike, None] = None,
     time: Union[str, float, None] = None,
     steps: Optional[int] = None,
     on_progress: Optional[Callable[[dict], None]] = None,
     quiet: bool = True,
     *,
-    resume: bool = False,
-    force: bool = False,
-    model: Optional[str] = None,
-    layers: Optional[int] = None,
-    hidden: Optional[int] = None,
-    embed: Optional[int] = None,
-    dropout: Optional[float] = None,
-    seq_len: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    lr: Optional[float] = None,
-    weight_decay: Optional[float] = None,
-    seed: Optional[int] = None,
-    schedule_steps: Optional[int] = None,
-    val_fraction: Optional[float] = None,
-    eval_every: Optional[int] = None,
-    device: str = "auto",
-    impl: str = "fused",
-    precision: Optional[str] = None,
-    encoding: str = "utf-8",
-    errors: str = "strict",
-    init_from: Optional[str] = None,
     reporter: Optional[Reporter] = None,
     started: Optional[float] = None,
+    **options: Unpack[TrainOptions],
 ) -> dict:
     """Train a run as `charrnn train` does, with its settings and defaults; returns the summary
     (steps, val_loss, best_val_loss, elapsed, chars_per_s, out_dir).
@@ -313,58 +300,19 @@ def train(
     seconds. on_progress gets a dict after every step: step, train_loss, val_loss, chars_per_s, eta_s,
     fraction (of the budget) and evaluated (whether this step validated and checkpointed). started: the
     time.monotonic() the --time budget counts from (default: now; the CLI gives its process's start).
+    options: the rest of the command's options, by name (config.TrainOptions).
     """
-    corpus_args = (
-        []
-        if corpus is None
-        else [os.fspath(corpus)]
-        if isinstance(corpus, (str, os.PathLike))
-        else [os.fspath(c) for c in corpus]
-    )
-    shape = given(model=model, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
-    # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
-    init, record = finetune.load_init(init_from) if init_from is not None and not resume else (None, None)
-    time_budget = parse_duration(time) if isinstance(time, str) else None if time is None else float(time)
-    model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
-    options = given(
-        seq_len=seq_len,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        steps=steps,
-        schedule_steps=schedule_steps,
-        time_budget=time_budget,
-        val_fraction=val_fraction,
-        eval_every=eval_every,
-        device=device,
-        impl=impl,
-        precision=precision,
-    )
-    train_config = TrainConfig(**(finetune.train_options(options) if init is not None else options))
-    if out is None:
-        if resume:
-            raise SettingError("--resume needs --out RUN_DIR: the run to continue")
-        out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus_args), launched_world_size())
-    out = Path(out)
+    unknown = sorted(set(options) - set(TrainOptions.__annotations__))
+    if unknown:  # what Python says of a keyword no signature takes
+        raise TypeError(f"train() got an unexpected keyword argument {unknown[0]!r}")
+    corpus_args = corpus_arguments(corpus)
+    model_config, train_config, keywords = run_settings(steps, time, options)
+    out = run_directory(out, corpus_args, options.get("resume", False))
     reporter = reporter or Reporter(quiet=quiet or not is_main(), on_progress=on_progress)
     try:
         with distributed.stopped_peers(out):
             summary = run_training(
-                corpus_args,
-                model_config,
-                train_config,
-                out,
-                resume=resume,
-                force=force,
-                reporter=reporter,
-                encoding=encoding,
-                errors=errors,
-                init=init,
-                init_from=record,
-                sized=sized_fields(shape, resume, init is not None),
-                started=started,
-                given=[*shape, *options, *(["init_from"] if init_from is not None else [])],
+                corpus_args, model_config, train_config, out, reporter=reporter, started=started, **keywords
             )
         distributed.finish()
     finally:
@@ -377,6 +325,43 @@ def train(
     return summary
 
 
-def given(**options) -> dict:
-    """The options the user set: the rest keep the defaults that config.py holds."""
-    return {name: value for name, value in options.items() if value is not None}
+def corpus_arguments(corpus: Sources) -> list[str]:
+    """`train`'s corpus as the command's arguments: [] for the built-in corpus, else each path as a string."""
+    if corpus is None:
+        return []
+    return [os.fspath(corpus)] if isinstance(corpus, (str, os.PathLike)) else [os.fspath(c) for c in corpus]
+
+
+def run_settings(
+    steps: Optional[int], time: Union[str, float, None], options: TrainOptions
+) -> tuple[ModelConfig, TrainConfig, dict]:
+    """The configs a run starts with (the options given over config.py's defaults, or over a fine-tuned run's) and
+    the rest of run_training's keywords."""
+    resume, init_from = options.get("resume", False), options.get("init_from")
+    # On --resume the run's own last.pt holds the weights; --init-from only starts a run.
+    init, record = finetune.load_init(init_from) if init_from is not None and not resume else (None, None)
+    time_budget = parse_duration(time) if isinstance(time, str) else None if time is None else float(time)
+    shape = given_fields(ModelConfig, options)
+    settings = given_fields(TrainConfig, {**options, "steps": steps, "time_budget": time_budget})
+    model_config = finetune.model_config(init, shape) if init is not None else ModelConfig(**shape)
+    train_config = TrainConfig(**(finetune.train_options(settings) if init is not None else settings))
+    keywords = dict(
+        resume=resume,
+        force=options.get("force", False),
+        encoding=options.get("encoding", "utf-8"),
+        errors=options.get("errors", "strict"),
+        init=init,
+        init_from=record,
+        sized=sized_fields(shape, resume, init is not None),
+        given=[*shape, *settings, *(["init_from"] if init_from is not None else [])],
+    )
+    return model_config, train_config, keywords
+
+
+def run_directory(out: Union[str, os.PathLike, None], corpus_args: list[str], resume: bool) -> Path:
+    """--out, or a new directory under ./runs named for the corpus; --resume needs the run named."""
+    if out is None:
+        if resume:
+            raise SettingError("--resume needs --out RUN_DIR: the run to continue")
+        out = rundir.default_directory(checkpoint.RUNS_DIR / corpus_name(corpus_args), launched_world_size())
+    return Path(out)

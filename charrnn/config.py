@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Literal, Optional, TypedDict, Union, get_args
 
 from charrnn.errors import SettingError
 
@@ -142,6 +143,38 @@ class TrainConfig:
             raise SettingError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
 
 
+class TrainOptions(TypedDict, total=False):
+    """The options of `charrnn train` that `charrnn.train` takes as keywords (`--seq-len` is `seq_len`), besides
+    its corpus, --out, --steps and --time. Left out or None: the defaults above (a fine-tuned run's: finetune.py)."""
+
+    model: Optional[str]
+    layers: Optional[int]
+    hidden: Optional[int]
+    embed: Optional[int]
+    dropout: Optional[float]
+    seq_len: Optional[int]
+    batch_size: Optional[int]
+    lr: Optional[float]
+    weight_decay: Optional[float]
+    seed: Optional[int]
+    schedule_steps: Optional[int]
+    val_fraction: Optional[float]
+    eval_every: Optional[int]
+    device: str
+    impl: str
+    precision: Optional[str]
+    encoding: str
+    errors: str
+    init_from: Optional[str]  # a checkpoint or run to fine-tune
+    resume: bool
+    force: bool
+
+
+def given_fields(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options that name a field of the config class `cls` and are given (not None): the rest keep its defaults."""
+    return {field.name: options[field.name] for field in fields(cls) if options.get(field.name) is not None}
+
+
 def to_dict(config) -> dict:
     return asdict(config)
 
@@ -256,7 +289,7 @@ class SamplingSettings:
     @classmethod
     def from_options(cls, options: dict) -> SamplingSettings:
         """The settings among a command's options, by field name; the other options, and those not given, left out."""
-        return cls(**{field.name: options[field.name] for field in fields(cls) if options.get(field.name) is not None})
+        return cls(**given_fields(cls, options))
 
     def __post_init__(self):
         object.__setattr__(self, "stop", tuple(self.stop))  # a list is kept as a tuple, so the settings stay frozen

@@ -69,3 +69,18 @@ def test_evaluate_reports_what_charrnn_eval_does(lm, tiny_run, tmp_path, capsys)
 def test_score_is_lazy_and_in_order(lm):
     endless = (f"All: {number}" for number in itertools.count())
     assert [score.line for score in itertools.islice(lm.score(endless), 3)] == ["All: 0", "All: 1", "All: 2"]
+
+
+def test_train_takes_the_commands_options_as_typed_keywords_and_refuses_an_unknown_one(tmp_path):
+    import typer.main
+
+    from charrnn.cli import app
+    from charrnn.config import TrainOptions
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    arguments = {"corpus", "out", "time", "steps", "quiet"}  # charrnn.train's own parameters
+    assert set(TrainOptions.__annotations__) | arguments == {parameter.name for parameter in command.params}
+    (tmp_path / "corpus.txt").write_text(ENGLISH, encoding="utf-8")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hiden'"):
+        charrnn.train(tmp_path / "corpus.txt", out=tmp_path / "run", steps=1, hiden=16)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus.txt"]  # refused before anything was written
