@@ -285,40 +285,13 @@ def plan_run(
     started = time.monotonic() if started is None else started
     group = distributed.start(train_config.device)  # under torchrun, one process per rank
     saved = opened_run(group, Path(out_dir), resume, force)
-    warnings = []
+    ignored: list[str] = []
     if saved is not None:
         model_config, train_config, corpus_args, ignored = resumed_settings(saved, train_config, corpus_args, given)
         init, init_from = None, saved.init_from
-        if ignored:
-            warnings.append(
-                f"--resume goes on with the run's own {', '.join(map(flag, ignored))}, which made its "
-                f"weights and its place in the data: ignored; only {', '.join(map(flag, RESUMABLE))} and "
-                "the hardware may change"
-            )
-    train_config, budget_defaulted = budget.with_default_budget(train_config)
-    model_config.validate()
-    train_config.validate()
-    # A fine-tuned run (--init-from) grows the starting checkpoint's vocabulary; on resume, last.pt says which.
-    if init_from is None:
-        base_chars = None
-    elif init is not None:
-        base_chars = init.vocab
-    else:
-        assert saved is not None  # init_from without init: the resumed run's own
-        base_chars = saved.vocab[: init_from["vocab_size"]]
-    corpus = read_corpus(group, corpus_args, encoding, errors, base_chars, log if group.is_main else None)
+    train_config, notes = checked_settings(model_config, train_config)
+    corpus = read_corpus(group, corpus_args, encoding, errors, inherited_chars(saved, init, init_from), log)
     digest = checked_text(group, saved, corpus)
-    if saved is not None and (saved.resume is None or saved.resume.corpus_digest is None):
-        warnings.append(
-            f"{Path(out_dir) / checkpoint.LAST} comes from a charrnn that kept no digest of its text, so "
-            "a change to the corpus since the run began cannot be seen; going on"
-        )
-    # Said once the corpus has loaded, so that bad input gets its one error line alone.
-    notes = (
-        [f"no --steps or --time given: training for {format_duration(budget.DEFAULT_TIME_BUDGET_S)}"]
-        if budget_defaulted
-        else []
-    )
     windows, val_windows = cut_windows(group, corpus, train_config)
     plan = RunPlan(
         Path(out_dir),
@@ -336,11 +309,52 @@ def plan_run(
         saved,
         init,
         init_from,
-        tuple(notes),
-        tuple(warnings),
+        notes,
+        resume_warnings(saved, ignored, Path(out_dir)),
         started,
     )
     return sized_plan(plan, sized)
+
+
+def checked_settings(model_config: ModelConfig, train_config: TrainConfig) -> tuple[TrainConfig, tuple[str, ...]]:
+    """`train_config` with a budget (the default when it has none), once both configs are checked; and the note
+    that says so, which the run logs once the corpus has loaded, so that bad input gets its one error line alone."""
+    train_config, budget_defaulted = budget.with_default_budget(train_config)
+    model_config.validate()
+    train_config.validate()
+    default = f"no --steps or --time given: training for {format_duration(budget.DEFAULT_TIME_BUDGET_S)}"
+    return train_config, (default,) if budget_defaulted else ()
+
+
+def inherited_chars(
+    saved: Optional[Checkpoint], init: Optional[Checkpoint], init_from: Optional[dict]
+) -> Optional[str]:
+    """The characters a fine-tuned run (--init-from) starts its vocabulary with: its base checkpoint's (on resume,
+    last.pt says which); None for a run that starts from scratch."""
+    if init_from is None:
+        return None
+    if init is not None:
+        return init.vocab
+    assert saved is not None  # init_from without init: the resumed run's own
+    return saved.vocab[: init_from["vocab_size"]]
+
+
+def resume_warnings(saved: Optional[Checkpoint], ignored: Sequence[str], out_dir: Path) -> tuple[str, ...]:
+    """What --resume warns of: the `ignored` settings given (resumed_settings), and a last.pt too old to tell
+    whether the corpus changed."""
+    warnings = []
+    if ignored:
+        warnings.append(
+            f"--resume goes on with the run's own {', '.join(map(flag, ignored))}, which made its "
+            f"weights and its place in the data: ignored; only {', '.join(map(flag, RESUMABLE))} and "
+            "the hardware may change"
+        )
+    if saved is not None and (saved.resume is None or saved.resume.corpus_digest is None):
+        warnings.append(
+            f"{out_dir / checkpoint.LAST} comes from a charrnn that kept no digest of its text, so "
+            "a change to the corpus since the run began cannot be seen; going on"
+        )
+    return tuple(warnings)
 
 
 def opened_run(group: distributed.Group, out_dir: Path, resume: bool, force: bool) -> Optional[Checkpoint]:
@@ -358,11 +372,11 @@ def read_corpus(
     group: distributed.Group, corpus_args: list[str], encoding: str, errors: str, base_chars: Optional[str], log
 ) -> Corpus:
     """The run's text, read on every rank (under torchrun a bad corpus is one error line, not one per rank);
-    a fine-tuned run's with the `base_chars` of the checkpoint it started from first."""
+    a fine-tuned run's with the `base_chars` of the checkpoint it started from first. `log` hears it on rank 0."""
     if base_chars is not None:
         read = partial(finetune.load_extended_corpus, corpus_args, base_chars, encoding, errors)
     else:
-        read = partial(load_corpus, corpus_args, encoding, errors, log=log)
+        read = partial(load_corpus, corpus_args, encoding, errors, log=log if group.is_main else None)
     return group.on_every_rank(read)
 
 

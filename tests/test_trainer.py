@@ -11,9 +11,19 @@ import torch
 from charrnn import api, checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import Corpus, evaluation_windows, training_windows
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SettingError
 from charrnn.schema import Checkpoint
-from charrnn.trainer import FRESH_START_EVERY, RunPlan, Trainer, fresh_starts, learning_rate, resumed_settings
+from charrnn.trainer import (
+    FRESH_START_EVERY,
+    RunPlan,
+    Trainer,
+    checked_settings,
+    fresh_starts,
+    inherited_chars,
+    learning_rate,
+    resume_warnings,
+    resumed_settings,
+)
 from charrnn.vocab import Vocab
 from conftest import ENGLISH, TINY_OPTIONS
 from test_checkpoint import edited
@@ -43,6 +53,22 @@ def test_a_resumed_run_keeps_its_shape_settings_and_corpus_and_takes_a_new_budge
     assert ignored == []
     assert resumed_settings(saved, TrainConfig(steps=300), [])[1].steps == 300  # set, though not named as given
     assert kept[2] == ["other.txt"]  # a corpus given wins, and is checked against the run's text
+
+
+def test_the_plans_steps_budget_and_check_the_settings_and_say_what_a_resumed_or_fine_tuned_run_keeps(tmp_path):
+    config, (note,) = checked_settings(ModelConfig(), TrainConfig())
+    assert config.time_budget and "no --steps or --time given" in note
+    assert checked_settings(ModelConfig(), TrainConfig(steps=5)) == (TrainConfig(steps=5), ())
+    with pytest.raises(SettingError, match="--hidden"):
+        checked_settings(ModelConfig(hidden=0), TrainConfig(steps=5))
+    base = Checkpoint(ModelConfig(), TrainConfig(), "abc", {})
+    grown = Checkpoint(ModelConfig(), TrainConfig(), "abcxy", {})  # a fine-tuned run's last.pt: "xy" its own
+    assert inherited_chars(None, None, None) is None  # from scratch
+    assert inherited_chars(None, base, {"vocab_size": 3}) == "abc"  # --init-from
+    assert inherited_chars(grown, None, {"vocab_size": 3}) == "abc"  # its --resume
+    assert resume_warnings(None, [], tmp_path) == ()
+    ignored, undigested = resume_warnings(grown, ["seed"], tmp_path)  # a last.pt with no resume state, no digest
+    assert "--seed" in ignored and "ignored" in ignored and "no digest" in undigested
 
 
 def test_a_trainer_runs_a_plan_made_by_hand_with_no_corpus_file_and_no_lock(tmp_path):
