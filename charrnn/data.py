@@ -160,8 +160,10 @@ def text_chunks(source: Source, encoding: str, errors: str) -> Iterator[str]:
             if nul >= 0 and errors == "strict":
                 raise streams.binary_input(source.name, f"at byte {offset + nul}")
             pending = len(decoder.getstate()[0])
-            # utf-8-sig counts its error positions after the byte-order mark it skipped
-            skipped = 3 if offset == 0 and codec == "utf-8-sig" and chunk.startswith(codecs.BOM_UTF8) else 0
+            # UTF8_WITHOUT_MARK counts its error positions after the byte-order mark it skipped
+            skipped = (
+                3 if offset == 0 and codec == streams.UTF8_WITHOUT_MARK and chunk.startswith(codecs.BOM_UTF8) else 0
+            )
             try:
                 yield decoder.decode(chunk)
             except UnicodeDecodeError as error:

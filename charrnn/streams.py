@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import encodings.utf_8_sig
 import io
 import stat
 import sys
@@ -17,6 +18,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional, TextIO
+
+from typing_extensions import Buffer
 
 from charrnn.errors import CharRNNError, SettingError, escaped
 
@@ -30,13 +33,48 @@ def display_name(name: str) -> str:
     return "<stdin>" if name == "-" else escaped(name)
 
 
+# UTF-8 as charrnn reads it: a byte-order mark opening the input is no character (utf-8-sig's rule).
+UTF8_WITHOUT_MARK = "charrnn_utf_8_sig"
+
+
+class MarkSkippingDecoder(encodings.utf_8_sig.IncrementalDecoder):
+    """utf-8-sig's decoder, except that input ending inside what could have begun a byte-order mark is the
+    incomplete UTF-8 it is: CPython's returns nothing for a lone b"\\xef" at the end, and a text would lose it."""
+
+    first: int  # utf-8-sig's own: whether the opening bytes are still to be checked for a mark
+
+    def _buffer_decode(self, input: Buffer, errors: Optional[str], final: bool) -> tuple[str, int]:
+        if final and self.first and len(memoryview(input)) < len(codecs.BOM_UTF8):
+            self.first = 0  # too short to be a mark: plain UTF-8, which refuses or replaces it
+        return super()._buffer_decode(input, errors, final)
+
+
+def find_codec(name: str) -> Optional[codecs.CodecInfo]:
+    if name != UTF8_WITHOUT_MARK:
+        return None
+    sig = codecs.lookup("utf-8-sig")
+    return codecs.CodecInfo(
+        sig.encode,
+        sig.decode,
+        name=UTF8_WITHOUT_MARK,
+        incrementalencoder=sig.incrementalencoder,
+        incrementaldecoder=MarkSkippingDecoder,
+        streamreader=sig.streamreader,
+        streamwriter=sig.streamwriter,
+    )
+
+
+codecs.register(find_codec)
+
+
 def reading_codec(encoding: str) -> str:
-    """The codec that reads `encoding`: UTF-8 as utf-8-sig, so that a byte-order mark opening a file is no character."""
+    """The codec that reads `encoding`: UTF-8 as UTF8_WITHOUT_MARK, so that a byte-order mark opening a file is no
+    character."""
     try:
         name = codecs.lookup(encoding).name
     except LookupError:
         raise CharRNNError(f"unknown encoding {encoding!r}; name one Python knows, such as utf-8 or latin-1") from None
-    return "utf-8-sig" if name == "utf-8" else encoding
+    return UTF8_WITHOUT_MARK if name == "utf-8" else encoding
 
 
 def undecodable(name: str, encoding: str, where: str = "", fix: str = DECODING_FIX) -> CharRNNError:

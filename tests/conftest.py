@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI included): a failure found once is found again, and a
+# green run is not luck. Explicit @example cases pin the inputs that once failed.
+settings.register_profile("deterministic", derandomize=True)
+settings.load_profile("deterministic")
 
 ENGLISH = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
