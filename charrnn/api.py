@@ -30,13 +30,14 @@ from charrnn.config import (
     given_fields,
     parse_duration,
 )
-from charrnn.data import corpus_name, evaluation_windows, load_corpus
+from charrnn.data import corpus_name, load_corpus
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, SettingError, escaped, is_main, launched_world_size
 from charrnn.evaluate import (
     LineScore,
     adapted,
     dynamic_loss,
+    evaluation_reading,
     known_ids,
     read_pieces,
     score_lines,
@@ -45,6 +46,7 @@ from charrnn.evaluate import (
     total_loss,
 )
 from charrnn.items import Part, after_a_newline, endings, ordered_parts, whole_samples
+from charrnn.lists import ItemBatches
 from charrnn.model import model_from_checkpoint
 from charrnn.progress import Reporter
 from charrnn.sample import Prime, chosen_seed, generate, on_fastest_threads, resolve_weight_precision, thread_choices
@@ -155,7 +157,8 @@ class LanguageModel:
 
     def evaluate(self, text: str, dynamic: Dynamic = False) -> dict:
         """loss (nats/char), bpc, perplexity, chars and oov of `text`: what `charrnn eval` reports for a file
-        holding it.
+        holding it. A run trained on a list (`--items lines`) reads each line that is not empty as an item, from the
+        zero state, its end included (as `score` does), and adds how many under "items".
 
         dynamic: True (the measured defaults) or a `DynamicSettings`: the figures of dynamic evaluation, where the
         model adapts as it reads (the model itself is left unchanged), with the settings, the seconds it took, and
@@ -206,15 +209,19 @@ class LanguageModel:
         """The run's validation split as ids, and how many characters of its corpus the vocabulary lacks."""
         sources = self.training_corpus()
         corpus = load_corpus(sources, self.checkpoint.encoding, self.checkpoint.errors, vocab=self.vocab)
-        _, ids = corpus.split(self.train_config.val_fraction)
+        _, ids = corpus.split(self.train_config.val_fraction, at_a_line=self.train_config.items == "lines")
         return ids, corpus.oov
 
     def evaluate_ids(
         self, ids: np.ndarray, oov: int = 0, dynamic: Dynamic = False, progress: Optional[Progress] = None
     ) -> dict:
         started = time.perf_counter()
-        windows = evaluation_windows(ids, self.train_config.seq_len)
-        static = summarize(*total_loss(self.network, windows, self.device, progress=progress), oov)
+        windows = evaluation_reading(ids, self.train_config, self.vocab)
+        if windows is None:
+            what = "a line that is not empty" if self.train_config.items == "lines" else "at least 2 characters"
+            raise CharRNNError(f"nothing to evaluate: the text needs {what} the model knows")
+        items = windows.items if isinstance(windows, ItemBatches) else None  # a run of lines reads them one by one
+        static = summarize(*total_loss(self.network, windows, self.device, progress=progress), oov, items)
         if not dynamic:
             return static
         static["seconds"] = time.perf_counter() - started

@@ -65,6 +65,7 @@ def train(
     schedule_steps: options.ScheduleStepsOption = None,
     val_fraction: options.ValFractionOption = None,
     eval_every: options.EvalEveryOption = None,
+    items: options.ItemsOption = None,
     device: options.DeviceOption = "auto",
     impl: options.ImplOption = "fused",
     precision: options.TrainPrecisionOption = None,

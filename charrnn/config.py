@@ -14,6 +14,8 @@ MODEL_KINDS = ("rnn", "gru", "lstm")
 IMPLEMENTATIONS = ("fused", "cells")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+# How training reads the corpus (charrnn.lists): each line an item of its own, or running text; auto decides.
+ITEM_MODES = ("auto", "lines", "text")
 # How generation stores the weights (charrnn.sample's Stepper).
 # auto: fp16 on x86 CPUs, int8 there for a batch; fp32 elsewhere.
 WEIGHT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
@@ -115,6 +117,7 @@ class TrainConfig:
     device: str = "auto"
     impl: str = "fused"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    items: str = "auto"  # one of ITEM_MODES; a run stores the mode auto decided, "lines" or "text"
 
     def validate(self) -> None:
         if self.seq_len < 1:
@@ -141,6 +144,8 @@ class TrainConfig:
             raise SettingError(f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
             raise SettingError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.items not in ITEM_MODES:
+            raise SettingError(f"unknown --items {self.items!r}; choose one of {', '.join(ITEM_MODES)}")
 
 
 class TrainOptions(TypedDict, total=False):
@@ -163,6 +168,7 @@ class TrainOptions(TypedDict, total=False):
     device: str
     impl: str
     precision: Optional[str]
+    items: Optional[str]
     encoding: str
     errors: str
     init_from: Optional[str]  # a checkpoint or run to fine-tune

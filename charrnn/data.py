@@ -51,10 +51,11 @@ class Corpus:
     # it, since its last tenth (alphabetically: xml, zipfile, ...) is not like the rest.
     file_lengths: Optional[list[int]] = None
 
-    def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """Training and validation ids: every k-th file of the built-in corpus, else the last fraction."""
+    def split(self, val_fraction: float, at_a_line: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation ids: every k-th file of the built-in corpus, else the last fraction (`at_a_line`:
+        from the start of a line, for a run that learns lines as items)."""
         if self.file_lengths is None:
-            return split(self.ids, val_fraction)
+            return split(self.ids, val_fraction, self.vocab.id_of("\n") if at_a_line else None)
         return split_by_files(self.ids, self.file_lengths, val_fraction)
 
 
@@ -365,10 +366,14 @@ def load_corpus(
     return Corpus(ids, vocab, corpus_name(args), oov, file_lengths=lengths if not args else None)
 
 
-def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The first part trains, the last `val_fraction` validates (the char-rnn convention)."""
-    n_val = int(len(ids) * val_fraction)
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+def split(ids: np.ndarray, val_fraction: float, newline: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first part trains, the last `val_fraction` validates (the char-rnn convention); with `newline`, the cut
+    moves on to the start of the next line, so that no line is split."""
+    cut = len(ids) - int(len(ids) * val_fraction)
+    if newline is not None and 0 < cut < len(ids) and ids[cut - 1] != newline:
+        after = np.flatnonzero(ids[cut:] == newline)
+        cut = cut + int(after[0]) + 1 if len(after) else len(ids)
+    return ids[:cut], ids[cut:]
 
 
 def split_by_files(ids: np.ndarray, file_lengths: list[int], val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -390,6 +395,8 @@ class Windows:
     Row b of window i continues row b of window i-1, which is what lets training
     carry the hidden state from one window to the next (truncated BPTT).
     """
+
+    carries_state = True  # whether a window's rows go on from the state the window before left (lists.ItemBatches: no)
 
     def __init__(self, inputs: np.ndarray, targets: np.ndarray, seq_len: int):
         self.inputs, self.targets, self.seq_len = inputs, targets, seq_len

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.config import ADAPTING, DynamicSettings
-from charrnn.data import IGNORE, Windows, as_long
+from charrnn.config import ADAPTING, DynamicSettings, TrainConfig
+from charrnn.data import IGNORE, Windows, as_long, evaluation_windows
 from charrnn.errors import CharRNNError
+from charrnn.lists import ItemBatches, item_rows, item_spans
 from charrnn.model import CellStack, CharRNN, State, detach_state
 from charrnn.streams import TextSpool, refuse_binary, text_input
 from charrnn.vocab import Vocab
@@ -49,46 +50,48 @@ def total_loss(
     max_windows: Optional[int] = None,
     progress: Optional[Callable[[float], None]] = None,
 ) -> tuple[float, int]:
-    """Sum of -ln p over every predicted character, and how many there were; the state runs across windows.
-    `progress` hears the fraction done after each window."""
+    """Sum of -ln p over every predicted character, and how many there were; the state runs across windows that
+    carry it (batches of items start each from zero). `progress` hears the fraction done after each window."""
     was_training = model.training
     model.eval()
-    state = model.initial_state(windows.batch_size, device)
+    state = model.initial_state(windows.batch_size, device) if windows.carries_state else None
     nats, count = 0.0, 0
     limit = len(windows) if max_windows is None else min(len(windows), max_windows)
     for index in range(limit):
-        inputs, targets = windows[index]
-        logits, state = model(inputs.to(device), state)
-        targets = targets.to(device)
-        nats += F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum", ignore_index=IGNORE
-        ).item()
-        count += int((targets != IGNORE).sum())
+        inputs, targets = (tensor.to(device) for tensor in windows[index])
+        if inputs.numel():  # a process's share of a batch of items may hold no row
+            mask = targets != IGNORE
+            row_nats, carried = summed_nats(model, inputs, targets, mask, state)
+            state = carried if windows.carries_state else None
+            nats += row_nats.sum().item()
+            count += int(mask.sum())
         if progress is not None:
             progress((index + 1) / limit)
     model.train(was_training)
     return nats, count
 
 
-def summarize(nats: float, count: int, oov: int = 0) -> dict:
-    """The figures `charrnn eval` reports."""
+def summarize(nats: float, count: int, oov: int = 0, items: Optional[int] = None) -> dict:
+    """The figures `charrnn eval` reports; with `items`, how many items (lines) they were read as, one by one."""
     loss = nats / count if count else float("nan")
-    return {
+    figures = {
         "loss": loss,
         "bpc": loss / math.log(2),
         "perplexity": math.exp(loss) if count else float("nan"),
         "chars": count,
         "oov": oov,
     }
+    return figures if items is None else {**figures, "items": items}
 
 
 def report_lines(result: dict) -> list[str]:
     """`summarize`'s figures as `charrnn eval` prints them; after dynamic evaluation, static and dynamic side by
     side, then its settings."""
     if "static" not in result:
+        per_item = f" | per item: {result['items']:,} items" if "items" in result else ""
         return [
             f"bpc {result['bpc']:.4f} | loss {result['loss']:.4f} nats/char | perplexity "
-            f"{result['perplexity']:.3f} | {result['chars']:,} chars | {result['oov']:,} out of vocabulary"
+            f"{result['perplexity']:.3f} | {result['chars']:,} chars | {result['oov']:,} out of vocabulary{per_item}"
         ]
     return [
         f"{name} bpc {figures['bpc']:.4f} | loss {figures['loss']:.4f} nats/char | perplexity "
@@ -199,11 +202,12 @@ class LineScore:
 
 
 def newline_id(vocab: Vocab) -> int:
-    if "\n" not in vocab:
+    newline = vocab.id_of("\n")
+    if newline is None:
         raise CharRNNError(
             "this model's vocabulary has no newline, so it cannot score lines; train it on text with line breaks"
         )
-    return vocab.chars.index("\n")
+    return newline
 
 
 def known_ids(text: str, vocab: Vocab) -> tuple[np.ndarray, int]:
@@ -212,16 +216,10 @@ def known_ids(text: str, vocab: Vocab) -> tuple[np.ndarray, int]:
     return ids.astype(np.int64), len(known) - len(ids)
 
 
-def line_ids(line: str, vocab: Vocab, newline: int) -> tuple[np.ndarray, int]:
-    """The line's known ids followed by its newline, and how many unknown characters were dropped."""
-    ids, oov = known_ids(line, vocab)
-    return np.append(ids, newline), oov
-
-
-def fits(batch: list[str], line: str) -> bool:
-    """Whether `line` may join `batch`: batches are bounded by count and by padded size."""
-    width = max([len(line), *map(len, batch)]) + 1
-    return len(batch) < BATCH_LINES and width * (len(batch) + 1) <= BATCH_CHARS
+def fits(rows: int, width: int, length: int) -> bool:
+    """Whether a line that predicts `length` characters (its end included) may join a batch of `rows` lines padded to
+    `width`: batches are bounded by count and by padded size."""
+    return rows < BATCH_LINES and max(width, length) * (rows + 1) <= BATCH_CHARS
 
 
 def summed_nats(
@@ -233,31 +231,50 @@ def summed_nats(
     for start in range(0, inputs.size(1), TIME_CHUNK):
         columns = slice(start, start + TIME_CHUNK)
         logits, state = model(inputs[:, columns], state)
-        losses = F.cross_entropy(logits.float().transpose(1, 2), targets[:, columns], reduction="none")
+        losses = F.cross_entropy(
+            logits.float().transpose(1, 2), targets[:, columns], reduction="none", ignore_index=IGNORE
+        )
         nats += (losses * mask[:, columns]).sum(dim=1).double()
     return nats, state
 
 
 @torch.inference_mode()
 def score_batch(model: CharRNN, vocab: Vocab, lines: list[str], device: torch.device) -> list[LineScore]:
-    """Score lines side by side: each starts from the state after a newline, padding is masked out."""
+    """Score lines side by side as items (lists.item_rows): each from the zero state after a newline, its end
+    included."""
     newline = newline_id(vocab)
-    encoded = [line_ids(line, vocab, newline) for line in lines]
-    lengths = torch.tensor([len(ids) for ids, _ in encoded])
-    width = int(lengths.max())
-    # Column 0 of the targets is the line's first character, predicted from a newline input;
-    # padding repeats the newline and is masked, and since the network is causal it never
-    # touches the real positions before it.
-    targets = torch.full((len(lines), width), newline, dtype=torch.long)
-    for row, (ids, _) in enumerate(encoded):
-        targets[row, : len(ids)] = torch.from_numpy(ids)
-    inputs = torch.cat([torch.full((len(lines), 1), newline, dtype=torch.long), targets[:, :-1]], dim=1)
-    mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
-    nats, _ = summed_nats(model, inputs.to(device), targets.to(device), mask.to(device))
+    encoded = [known_ids(line, vocab) for line in lines]
+    lengths = np.array([len(ids) + 1 for ids, _ in encoded])
+    text = np.concatenate([part for ids, _ in encoded for part in (ids, [newline])])  # each line and its newline
+    inputs, targets = item_rows(text, newline, np.cumsum(lengths) - lengths, lengths)
+    nats, _ = summed_nats(model, inputs.to(device), targets.to(device), (targets != IGNORE).to(device))
     return [
         LineScore(line, value, int(length), oov)
         for line, value, length, (_, oov) in zip(lines, nats.tolist(), lengths.tolist(), encoded)
     ]
+
+
+def item_batches(ids: np.ndarray, newline: int) -> ItemBatches:
+    """The text's items (its lines that are not empty) in order, as many to a batch as `fits`: `total_loss` then
+    scores each from the zero state, its end included, as `score` scores a line."""
+    starts, lengths = item_spans(ids, newline)
+    bounds, rows, width = [0], 0, 0
+    for index, length in enumerate(lengths.tolist()):
+        if rows and not fits(rows, width, length):
+            bounds.append(index)
+            rows, width = 0, 0
+        rows, width = rows + 1, max(width, length)
+    bounds.append(len(lengths))
+    return ItemBatches(ids, newline, (starts, lengths), np.arange(len(starts)), np.array(bounds))
+
+
+def evaluation_reading(ids: np.ndarray, config: TrainConfig, vocab: Vocab) -> Optional[Windows]:
+    """How a run's evaluation reads a text, as the run was trained: item by item for a run of lines, else as
+    running text. None when there is nothing to score: no item, or fewer than 2 characters."""
+    if config.items == "lines":
+        batches = item_batches(ids, newline_id(vocab))
+        return batches if batches.items else None
+    return evaluation_windows(ids, config.seq_len) if len(ids) >= 2 else None
 
 
 @torch.inference_mode()
@@ -302,7 +319,7 @@ def score_pieces(
     pieces = iter(pieces)
     batch: list[str] = []
     for text, ends in pieces:
-        if ends and (not batch or fits(batch, text)):
+        if ends and (not batch or fits(len(batch), max(map(len, batch)) + 1, len(text) + 1)):
             batch.append(text)
             continue
         if batch:

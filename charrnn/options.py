@@ -128,6 +128,15 @@ EvalEveryOption = Annotated[
         "steps."
     ),
 ]
+ItemsOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="auto|lines|text: lines trains on each line as an item of its own, from the zero state, as sample "
+        "--lines and score read them; text, as running text. Default: auto, lines for a list (many lines, nearly all "
+        "short, hardly any empty).",
+        show_default=False,
+    ),
+]
 TrainPrecisionOption = Annotated[
     Optional[str], typer.Option(help="auto|fp32|bf16: auto is bf16 autocast on CUDA, fp32 elsewhere.")
 ]

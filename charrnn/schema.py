@@ -159,7 +159,7 @@ def from_payload(payload: dict) -> Checkpoint:
         )
     return Checkpoint(
         from_dict(ModelConfig, payload["model_config"]),
-        from_dict(TrainConfig, payload["train_config"]),
+        from_dict(TrainConfig, {"items": "text", **payload["train_config"]}),  # a run from before --items: text
         payload["vocab"],
         payload["model"],
         **plain,

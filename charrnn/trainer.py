@@ -17,12 +17,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn import budget, checkpoint, distributed, finetune, pacing, rundir, schema, writes
+from charrnn import budget, checkpoint, distributed, finetune, lists, pacing, rundir, schema, writes
 from charrnn.config import ModelConfig, TrainConfig, format_duration
-from charrnn.data import Corpus, Windows, evaluation_windows, load_corpus, training_windows
+from charrnn.data import Corpus, Windows, load_corpus
 from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError, TrainingInterrupted
-from charrnn.evaluate import total_loss
+from charrnn.evaluate import evaluation_reading, total_loss
 from charrnn.model import CharRNN, State, map_state, training_bytes
 from charrnn.progress import Reporter
 from charrnn.schema import Checkpoint, ResumeState, RunProgress
@@ -186,7 +186,7 @@ def throwaway_step(
     model = CharRNN(model_config, impl=config.impl).to(device)
     optimizer = make_optimizer(model, config)
     inputs, targets = (tensor.to(device) for tensor in window)
-    state = model.initial_state(config.batch_size, device)
+    state = model.initial_state(inputs.size(0), device)  # a batch of items has rows of its own number
 
     def step() -> None:
         gradients(model, optimizer, inputs, targets, state, precision, config.grad_clip)
@@ -292,7 +292,7 @@ def plan_run(
     train_config, notes = checked_settings(model_config, train_config)
     corpus = read_corpus(group, corpus_args, encoding, errors, inherited_chars(saved, init, init_from), log)
     digest = checked_text(group, saved, corpus)
-    windows, val_windows = cut_windows(group, corpus, train_config)
+    train_config, windows, val_windows, cut_notes = cut_windows(group, corpus, train_config)
     plan = RunPlan(
         Path(out_dir),
         replace(model_config, vocab_size=len(corpus.vocab)),
@@ -309,7 +309,7 @@ def plan_run(
         saved,
         init,
         init_from,
-        notes,
+        notes + cut_notes,
         resume_warnings(saved, ignored, Path(out_dir)),
         started,
     )
@@ -395,14 +395,18 @@ def checked_text(group: distributed.Group, saved: Optional[Checkpoint], corpus: 
     return digest
 
 
-def cut_windows(group: distributed.Group, corpus: Corpus, config: TrainConfig) -> tuple[Windows, Optional[Windows]]:
-    """This rank's training windows (the global batch is batch_size streams per process), and the validation
-    split's windows (None when it is too short to score)."""
-    train_ids, val_ids = corpus.split(config.val_fraction)
+def cut_windows(
+    group: distributed.Group, corpus: Corpus, config: TrainConfig
+) -> tuple[TrainConfig, Windows, Optional[Windows], tuple[str, ...]]:
+    """How the text is cut: the config with --items decided for it (lists.decided), this rank's training windows
+    (the global batch is batch_size streams per process, or as many items' characters), the validation split's
+    windows (None when it is too short to score), and the line that says a list is read as one."""
+    config, notes = group.on_every_rank(partial(lists.decided, config, corpus))
+    train_ids, val_ids = corpus.split(config.val_fraction, at_a_line=config.items == "lines")
     windows = group.on_every_rank(
-        partial(training_windows, train_ids, config.batch_size * group.world_size, config.seq_len)
+        partial(lists.training_reading, train_ids, corpus.vocab, config, group.world_size)
     )  # too short a corpus: one line for the job
-    return group.shard(windows), evaluation_windows(val_ids, config.seq_len) if len(val_ids) >= 2 else None
+    return config, group.shard(windows), evaluation_reading(val_ids, config, corpus.vocab), notes
 
 
 def sized_plan(plan: RunPlan, sized: Sequence[str]) -> RunPlan:
@@ -476,7 +480,7 @@ class Trainer:
 
     def fine_tune(self, init: Checkpoint) -> None:
         """Start from the --init-from checkpoint's weights, grown for the corpus's new characters."""
-        train_ids, _ = self.corpus.split(self.train_config.val_fraction)
+        train_ids, _ = self.corpus.split(self.train_config.val_fraction, at_a_line=self.train_config.items == "lines")
         finetune.start_from(self.model, init, train_ids, self.device)
         assert self.plan.init_from is not None  # made with init (finetune.load_init)
         self.reporter.log(
@@ -641,10 +645,13 @@ class Trainer:
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.state = fresh_starts(self.state, self.progress.position)
-        loss, self.state = gradients(
-            self.network, self.optimizer, inputs, targets, self.state, self.precision, self.train_config.grad_clip
+        carried = self.windows.carries_state  # a batch of items reads every row from the zero state
+        state = fresh_starts(self.state, self.progress.position) if carried else None
+        loss, state = gradients(
+            self.network, self.optimizer, inputs, targets, state, self.precision, self.train_config.grad_clip
         )
+        if carried:
+            self.state = state
         value = loss.item()
         if not math.isfinite(value):
             raise CharRNNError(

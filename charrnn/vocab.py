@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -54,6 +54,10 @@ class Vocab:
 
     def __contains__(self, char: str) -> bool:
         return char in self.chars
+
+    def id_of(self, char: str) -> Optional[int]:
+        """The id of `char`, or None when the vocabulary lacks it."""
+        return self.chars.index(char) if char in self.chars else None
 
     @property
     def dtype(self) -> np.dtype:

@@ -66,6 +66,7 @@ CASES = {
     "top_p_nan": (["sample", "-c", "RUN", "--top-p", "nan"], ["--top-p", "(got nan)"], 2),
     "seed_beyond_64_bits": (["sample", "-c", "RUN", "--seed", "100000000000000000000000"], ["--seed", "18446744073709551615", "(got 100000000000000000000000)"], 2),
     "train_seed_beyond_64_bits": (["train", "corpus.txt", *TRAIN, "--seed", str(2**64), "-o", "out"], ["--seed", f"(got {2**64})"], 2),
+    "train_items_unknown": (["train", "corpus.txt", *TRAIN, "--items", "words", "-o", "out"], ["--items 'words'", "auto, lines, text"], 2),
     "score_endless_zeros": (["score", "-c", "RUN", "/dev/zero"], ["/dev/zero: looks binary", "NUL byte on line 1", "--errors replace"], 1),
     "score_missing_file": (["score", "-c", "RUN", "nope.txt"], ["charrnn: error: nope.txt"], 1),
     "score_directory": (["score", "-c", "RUN", "binaries"], ["binaries: is a directory"], 1),
