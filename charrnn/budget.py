@@ -5,6 +5,11 @@ candidate size, then the largest size that reads, within the budget, the charact
 the size below it. Those sizes and needs come from runs on a 2-core CPU, and the largest from an H200
 (benchmarks/RESULTS.md); a device slower than that CPU keeps the sizes chosen there, which still won
 on a CPU 3.5 times slower.
+
+It also knows its corpus: how many times the budget would read it. Past PASSES_THAT_PAY readings a network
+memorises the text instead of learning it, so a budget that would read a short text more often than that
+stops there, with the largest network (up to REREAD_LARGEST) that reads it that often in time, and dropout
+REREAD_DROPOUT; a budget that reads its text less than once drops no inputs.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ PROBE_STEPS = 3  # timed steps per candidate size, after one untimed warm-up
 PROBE_SHARE = 0.03  # timing larger sizes stops once it has cost this share of the budget
 STEP_CHARS = 32 * 64  # characters in a step of the runs the tiers come from (32 windows of 64)
 SUSTAINED_SHARE = 0.8  # a whole run's speed over the probe's, for sizes never run on the tiers' CPU (768: 0.81)
+# On 53 KB of verse, each size's loss was lowest near 15 readings with dropout 0.5 and rose past it; there 1x640
+# beat 1x384 and 1x768 (benchmarks/RESULTS.md, "A budget that knows its corpus").
+PASSES_THAT_PAY = 15
+REREAD_DROPOUT = 0.5
+REREAD_LARGEST = 640
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,11 @@ class Tier:
     @property
     def name(self) -> str:
         return f"{self.layers}x{self.hidden}"
+
+    def rereads(self, passes: float) -> bool:
+        """Whether this size may train on a text it would read `passes` times (nan: unknown): past PASSES_THAT_PAY
+        only the sizes up to REREAD_LARGEST, which then stop there."""
+        return not passes >= PASSES_THAT_PAY or self.hidden <= REREAD_LARGEST
 
     def sustained(self, probed_chars_per_s: float) -> float:
         """What a whole run of this size reads a second on a device where its timed steps made `probed_chars_per_s`:
@@ -76,16 +91,19 @@ class Timed:
     tier: Tier
     step_s: float
     chars_per_s: float
+    passes: float  # how many times it would read the text in the budget
 
 
 @dataclass(frozen=True)
 class Plan:
     """What the budget decided: the network fields it set, the evaluation cadence (None: paced in time by
-    charrnn.pacing), and the line that says so."""
+    charrnn.pacing), the step the run stops at once rereading stops paying (None: at the budget's end), and
+    the line that says so."""
 
     shape: dict
     eval_every: Optional[int]
     note: Optional[str] = None
+    steps: Optional[int] = None
 
 
 def with_default_budget(config: TrainConfig) -> tuple[TrainConfig, bool]:
@@ -128,47 +146,81 @@ def tier_shape(tier: Tier, sized: tuple[str, ...]) -> dict:
     return {name: getattr(tier, name) for name in sized}
 
 
+def dropout_for(tier: Tier, passes: float) -> float:
+    """The dropout of a tier that reads its text `passes` times (nan: unknown): none under one reading, where there
+    is nothing to memorise; REREAD_DROPOUT for a text read as often as rereading pays; else the tier's own."""
+    if passes >= PASSES_THAT_PAY:
+        return REREAD_DROPOUT
+    return 0.0 if passes < 1 else tier.dropout
+
+
+def rereading_stop(config: TrainConfig, pass_steps: int) -> Optional[int]:
+    """The step a --time budget stops at, having read its text (`pass_steps` steps a pass; 0: unknown) as often as
+    rereading pays; None with --steps, whose count the user chose."""
+    if config.time_budget is None or config.steps is not None or not pass_steps:
+        return None
+    return PASSES_THAT_PAY * pass_steps
+
+
 def candidates(sized: tuple[str, ...]) -> tuple[Tier, ...]:
     """The tiers a budget chooses from: with the user's --layers, the one-layer tiers' widths and dropout."""
     return TIERS if "layers" in sized else tuple(tier for tier in TIERS if tier.layers == 1)
 
 
 def choose_tier(
-    seconds: float, measure: Measure, chars_per_step: int, sized: tuple[str, ...] = SIZED_FIELDS
-) -> tuple[Tier, list[Timed]]:
-    """The largest tier that reads what it needs in `seconds` at this device's speed (at least the tier the CPU
-    the tiers were measured on would choose), and the tiers timed to decide it (each with its `sized` fields)."""
+    seconds: float, measure: Measure, chars_per_step: int, sized: tuple[str, ...] = SIZED_FIELDS, pass_chars: int = 0
+) -> tuple[Timed, list[Timed]]:
+    """The largest tier that, in `seconds` at this device's speed, reads what it needs or reads the text (of
+    `pass_chars` characters; 0: unknown) as often as rereading pays, and may reread it that often (at least the
+    tier the CPU the tiers were measured on would choose); and the tiers timed to decide it."""
     tiers = candidates(sized)
-    floor = max(i for i, tier in enumerate(tiers) if seconds * tier.reference > tier.needs)
-    chosen, spent = tiers[floor], 0.0
+
+    def passes(reads: float) -> float:
+        return reads / pass_chars if pass_chars else math.nan
+
+    def fits(tier: Tier, reads: float) -> bool:
+        return tier.rereads(passes(reads)) and (reads > tier.needs or passes(reads) >= PASSES_THAT_PAY)
+
+    floor = max(i for i, tier in enumerate(tiers) if fits(tier, seconds * tier.reference))
+    chosen: Optional[Timed] = None
+    spent = 0.0
     timed: list[Timed] = []
     for tier in tiers[floor:]:
         step_s, cost_s = measure(tier_shape(tier, sized), PROBE_SHARE * seconds)
         spent += cost_s if timed else 0.0  # the first timing also sets the device up (CUDA, cuDNN), as training would
-        timed.append(Timed(tier, step_s, chars_per_step / step_s))
-        speed = tier.sustained(timed[-1].chars_per_s)
-        if seconds * max(speed, tier.reference) <= tier.needs:
+        speed = tier.sustained(chars_per_step / step_s)
+        reads = seconds * max(speed, tier.reference)
+        timed.append(Timed(tier, step_s, chars_per_step / step_s, passes(reads)))
+        if chosen is not None and not fits(tier, reads):
             break
-        chosen = tier
+        chosen = timed[-1]
         if speed < tier.reference or spent >= PROBE_SHARE * seconds:
             break  # slower than the CPU the tiers were measured on, whose choice then stands; or out of time to time
+    assert chosen is not None  # the floor's timing always chooses it
     return chosen, timed
 
 
-def plan(config: TrainConfig, sized: tuple[str, ...], measure: Measure, chars_per_step: int) -> Plan:
-    """Under a --time budget, the `sized` network fields from steps timed on this device, and the cadence left
-    to the run's own pace (unless --eval-every). A budget in steps keeps the defaults and times nothing."""
+def plan(
+    config: TrainConfig, sized: tuple[str, ...], measure: Measure, chars_per_step: int, pass_steps: int = 0
+) -> Plan:
+    """Under a --time budget, the `sized` network fields from steps timed on this device and the text's length
+    (`pass_steps` steps a pass; 0: unknown), the step rereading stops paying at, and the cadence left to the
+    run's own pace (unless --eval-every). A budget in steps keeps the defaults and times nothing."""
     seconds = config.time_budget
     eval_every = config.eval_every or (None if seconds is not None else EVAL_EVERY_STEPS)
+    stop = rereading_stop(config, pass_steps)
     if seconds is None or not sized:
-        return Plan({}, eval_every)
-    tier, timed = choose_tier(seconds, measure, chars_per_step, sized)
-    shape = tier_shape(tier, sized)
-    return Plan(shape, eval_every, sizing_note(seconds, shape, tier, timed))
+        return Plan({}, eval_every, steps=stop)
+    chosen, timed = choose_tier(seconds, measure, chars_per_step, sized, pass_steps * chars_per_step)
+    shape = tier_shape(chosen.tier, sized)
+    if "dropout" in shape:
+        shape["dropout"] = dropout_for(chosen.tier, chosen.passes)
+    return Plan(shape, eval_every, sizing_note(seconds, shape, chosen, timed, stop), stop)
 
 
-def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -> str:
-    """What the budget chose and why: the speeds timed, and what kept a larger size out."""
+def sizing_note(seconds: float, shape: dict, chosen: Timed, timed: list[Timed], stop: Optional[int]) -> str:
+    """What the budget chose and why: the speeds timed, what kept a larger size out, and when rereading the text
+    stops the run."""
     flags = " ".join(f"--{name} {value}" for name, value in shape.items())
 
     def size(tier: Tier) -> str:  # as timed: with the user's --layers, the tier's own are not
@@ -176,15 +228,19 @@ def sizing_note(seconds: float, shape: dict, chosen: Tier, timed: list[Timed]) -
 
     speeds = ", ".join(f"{t.chars_per_s / 1000:,.1f}k chars/s at {size(t.tier)}" for t in timed)
     last = timed[-1]
-    if last.tier != chosen:
+    if last is not chosen and not last.tier.rereads(last.passes):
+        why = f"{size(last.tier)} would read the text {last.passes:,.0f} times and memorise it"
+    elif last is not chosen:
         why = (
             f"{size(last.tier)} would read {seconds * last.tier.sustained(last.chars_per_s) / 1e6:,.1f}M of the "
             f"{last.tier.needs / 1e6:,.1f}M characters it needs"
         )
-    elif last.tier.sustained(last.chars_per_s) < chosen.reference:
+    elif last.tier.sustained(last.chars_per_s) < chosen.tier.reference:
         why = "slower than the CPU the sizes were measured on, whose choice stands"
-    elif chosen == candidates(tuple(shape))[-1]:
+    elif chosen.tier == candidates(tuple(shape))[-1]:
         why = "the largest size"
     else:
         why = "no time left to time a larger size"
+    if stop is not None and chosen.passes >= PASSES_THAT_PAY:
+        why += f"; it stops at step {stop:,}, its {PASSES_THAT_PAY}th reading of the text, where rereading stops paying"
     return f"sized for a {format_duration(seconds)} budget: {flags} (set them to choose); timed {speeds}: {why}"

@@ -410,14 +410,15 @@ def cut_windows(
 
 
 def sized_plan(plan: RunPlan, sized: Sequence[str]) -> RunPlan:
-    """The plan with what the budget decides (charrnn.budget): the `sized` fields of the network and the cadence."""
+    """The plan with what the budget decides (charrnn.budget): the `sized` fields of the network, the step it stops
+    at once rereading the text stops paying, and the cadence."""
     config = plan.train_config
     chars_per_step = config.batch_size * config.seq_len * plan.group.world_size
-    decided = budget.plan(config, tuple(sized), partial(timed_steps, plan), chars_per_step)
+    decided = budget.plan(config, tuple(sized), partial(timed_steps, plan), chars_per_step, len(plan.windows))
     return replace(
         plan,
         model_config=replace(plan.model_config, **decided.shape),
-        train_config=replace(config, eval_every=decided.eval_every),
+        train_config=replace(config, eval_every=decided.eval_every, steps=decided.steps or config.steps),
         notes=plan.notes + ((decided.note,) if decided.note else ()),
     )
 

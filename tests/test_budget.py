@@ -15,6 +15,7 @@ REFERENCE_STEP_S.update({"1x1024": 0.42, "2x1024": 1.20})
 # it was made on the two sizes tie (there a timing a hair either way decides; a slower device keeps the table).
 TABLE = {60: 256, 119: 256, 121: 384, 180: 384, 299: 384, 301: 640, 450: 640, 599: 640}
 BOUNDARIES = {120: 256, 300: 384, 600: 640}
+SHAKESPEARE_CHARS = 1_003_854  # the first 90% of tiny-shakespeare, which those runs trained on
 
 
 class FakeClock:
@@ -47,9 +48,36 @@ def fake_device(slowdown: float):
                                                        for slowdown in (1.0, 3.5)] +  # that CPU, one 3.5 times slower
                          [(seconds, hidden, 1.01) for seconds, hidden in BOUNDARIES.items()])
 def test_on_the_cpu_the_rule_chooses_what_the_table_chose(seconds, hidden, slowdown):
-    tier, timed = budget.choose_tier(seconds, fake_device(slowdown), STEP_CHARS)
-    assert (tier.layers, tier.hidden) == (1, hidden)
-    assert tier.dropout == (0.2 if hidden == 640 else 0.0)
+    chosen, timed = budget.choose_tier(seconds, fake_device(slowdown), STEP_CHARS, pass_chars=SHAKESPEARE_CHARS)
+    assert (chosen.tier.layers, chosen.tier.hidden) == (1, hidden)
+    assert budget.dropout_for(chosen.tier, chosen.passes) == (0.2 if hidden == 640 else 0.0)
+    assert chosen.passes < budget.PASSES_THAT_PAY  # tiny-shakespeare is read fewer times than rereading pays
+
+
+def shape_for(seconds: float, text_chars: int, slowdown: float = 1.0) -> dict:
+    steps = text_chars // STEP_CHARS
+    return budget.plan(TrainConfig(time_budget=seconds), budget.SIZED_FIELDS, fake_device(slowdown), STEP_CHARS, steps)
+
+
+@pytest.mark.parametrize("slowdown", [1.0, 3.5])
+def test_a_short_text_stops_where_rereading_stops_paying_and_more_minutes_change_nothing(slowdown):
+    verse = 53_000  # a 53 KB text: 1x256 would read it 58 times in a minute
+    plans = {minutes: shape_for(60 * minutes, verse, slowdown) for minutes in (1, 3, 10, 60)}
+    stop = budget.PASSES_THAT_PAY * (verse // STEP_CHARS)
+    assert all(plan.steps == stop for plan in plans.values())
+    assert all(plan.shape["dropout"] == budget.REREAD_DROPOUT for plan in plans.values())
+    # The largest size that reads it that often in the time, up to REREAD_LARGEST (on a slower device, what the
+    # reference CPU would choose): from 3 minutes on, one network.
+    assert [plans[m].shape["hidden"] for m in (1, 3, 10, 60)] == [384, 640, 640, 640]
+    assert "its 15th reading of the text, where rereading stops paying" in plans[3].note
+    faster = shape_for(600, verse, 0.5)  # 768 is timed, and kept out although it reads the text often enough
+    assert faster.shape["hidden"] == 640 and "1x768 would read the text 200 times and memorise it" in faster.note
+
+
+def test_a_text_read_less_than_once_drops_nothing_and_a_long_one_keeps_its_tiers_dropout():
+    assert shape_for(600, 50_000_000).shape == {"layers": 1, "hidden": 640, "dropout": 0.0}
+    assert shape_for(600, 1_000_000).shape == {"layers": 1, "hidden": 640, "dropout": 0.2}
+    assert shape_for(600, 50_000_000).steps == budget.PASSES_THAT_PAY * (50_000_000 // STEP_CHARS)  # never reached
 
 
 @pytest.mark.parametrize("seconds", [60, 120, 121, 180, 300, 301, 600])
@@ -67,8 +95,8 @@ def test_timing_the_sizes_costs_under_three_percent_of_the_budget(seconds, slowd
 
 
 def test_a_faster_device_buys_a_bigger_network():
-    assert budget.choose_tier(180, fake_device(0.01), STEP_CHARS)[0] == TIERS[-1]
-    assert budget.choose_tier(180, fake_device(0.5), STEP_CHARS)[0].hidden == 640  # twice the CPU: 640 from 2.5 min
+    assert budget.choose_tier(180, fake_device(0.01), STEP_CHARS)[0].tier == TIERS[-1]
+    assert budget.choose_tier(180, fake_device(0.5), STEP_CHARS)[0].tier.hidden == 640  # twice the CPU: 640 from 2.5 min
 
 
 def test_a_step_is_timed_after_its_warm_up_for_no_longer_than_the_budget_allows():
@@ -121,6 +149,8 @@ def test_the_trainer_sizes_a_time_budget_from_steps_it_times(corpus_file, tmp_pa
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
     trainer = prepare([str(corpus_file)], ModelConfig(embed=8), TrainConfig(time_budget=60, seq_len=16, batch_size=2),
                       tmp_path / "run", sized=("hidden", "dropout"))
-    # 32 characters a step read far fewer than the 2.9M that 384 needs: the smallest size, as on the CPU.
-    assert (trainer.model_config.hidden, trainer.model_config.dropout, trainer.model.rnn.hidden_size) == (256, 0.0, 256)
+    # A minute would reread this short text hundreds of times: the largest size that may reread it, stopping at its
+    # PASSES_THAT_PAY-th reading, with the dropout that rereading needs.
+    assert (trainer.model_config.hidden, trainer.model_config.dropout, trainer.model.rnn.hidden_size) == (640, 0.5, 640)
+    assert trainer.train_config.steps == budget.PASSES_THAT_PAY * len(trainer.windows)
     assert trainer.train_config.eval_every is None  # paced as the run goes (charrnn.pacing), not from the probe
