@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from charrnn import budget, checkpoint, distributed, finetune, lists, pacing, rundir, schema, writes
 from charrnn.config import ModelConfig, TrainConfig, format_duration
 from charrnn.data import Corpus, Windows, load_corpus
-from charrnn.device import autocast, backend_name, memory_bytes, resolve_precision, synchronize
+from charrnn.device import autocast, backend_name, denormals_flushed, memory_bytes, resolve_precision, synchronize
 from charrnn.errors import CharRNNError, TrainingInterrupted
 from charrnn.evaluate import evaluation_reading, total_loss
 from charrnn.model import CharRNN, State, map_state, training_bytes
@@ -583,7 +583,8 @@ class Trainer:
         """Train until the budget is spent; returns a summary of the run. However it ends, the run directory's
         lock is given back, so that a process that trains (a notebook) leaves the run free to resume elsewhere."""
         try:
-            return self.train_to_budget()
+            with denormals_flushed():
+                return self.train_to_budget()
         except BaseException:
             rundir.abandon(self.out_dir)  # a new run that fails before its first checkpoint leaves nothing behind
             raise

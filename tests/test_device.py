@@ -9,7 +9,7 @@ import torch.serialization
 
 from charrnn import checkpoint
 from charrnn.config import ModelConfig, SamplingSettings, TrainConfig
-from charrnn.device import autocast, backend_name, pick_device, resolve_precision
+from charrnn.device import autocast, backend_name, denormals_flushed, pick_device, resolve_precision
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, is_pair, model_from_checkpoint
 from charrnn.progress import Reporter
@@ -135,3 +135,11 @@ def test_cuda_training_uses_cudnn_in_bf16_and_samples_on_cpu(corpus_file, tmp_pa
     assert (payload.device, payload.precision) == ("cuda", "bf16")
     assert all(t.device.type == "cpu" for t in payload.weights.values())
     assert len(samples(payload)) == 40
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush subnormal floats")
+def test_training_treats_subnormal_floats_as_zero_and_gives_the_mode_back():
+    tiny = torch.tensor([1e-39])  # below float32's normal range
+    with denormals_flushed():
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() == pytest.approx(1e-39)
