@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +85,25 @@ def holder(lock_file: Path) -> str:
         return "unknown"
 
 
+# A process that opened the lock file this one just made, and took its lock first, finds the file a stranger's
+# and lets go at once: its maker waits this long for it (two runs started together both missed the first name).
+CLAIM_WAIT_S = 2.0
+
+
+def flocked(descriptor: int, wait_s: float) -> bool:
+    """Whether this process took the lock on `descriptor`, trying for up to `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if fcntl is not None:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+
 def hold(folder: Path) -> bool:
     """Take `folder`'s lock without writing to it (raise Busy, naming the holder's pid, if another has it):
     until the folder is known to be a run or empty, its .lock may be the user's. Whether it was not held yet."""
@@ -91,24 +111,23 @@ def hold(folder: Path) -> bool:
     if key in _held:
         return False
     lock_file = folder / LOCK
+    made = False
     try:
         try:
             descriptor = writes.open_in_place(lock_file, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             _made.add(key / LOCK)
+            made = True
         except FileExistsError:
             descriptor = writes.open_in_place(lock_file, os.O_RDWR)
     except OSError as error:
         raise unwritable(folder, error) from None
-    try:
-        if fcntl is not None:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not flocked(descriptor, CLAIM_WAIT_S if made else 0.0):
         os.close(descriptor)
         _made.discard(key / LOCK)
         raise Busy(
             f"{folder} is in use: another charrnn train (pid {holder(lock_file)}) is writing to it; "
             "wait for it to finish, or pass --out NEW_DIR"
-        ) from None
+        )
     _held[key] = descriptor
     return True
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 import charrnn
-from charrnn import checkpoint, rundir
+from charrnn import checkpoint, rundir, writes
 from charrnn.errors import CharRNNError
 from conftest import TINY_MODEL, charrnn_command
 
@@ -213,3 +214,23 @@ def test_a_new_run_that_cannot_write_its_first_checkpoint_leaves_nothing_and_say
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(torch, "save", real)
     charrnn.train(corpus_file, out=tmp_path / "run", **options)  # the advice works: no --force, no --resume
+
+
+def test_the_maker_of_a_lock_file_waits_for_a_process_that_took_it_first_and_lets_go(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    open_in_place = writes.open_in_place
+
+    def raced(path, flags):  # another process opens the new lock file and locks it first, then lets go
+        descriptor = open_in_place(path, flags)
+        if flags & os.O_EXCL:
+            other = os.open(path, os.O_RDWR)
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            threading.Timer(0.2, os.close, [other]).start()
+        return descriptor
+
+    monkeypatch.setattr(writes, "open_in_place", raced)
+    try:
+        assert rundir.hold(folder)  # was Busy: both runs started together then missed the first name
+    finally:
+        rundir.release(folder)
