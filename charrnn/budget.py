@@ -4,7 +4,7 @@ A --time budget sizes the network from the speed of the device it runs on: a few
 candidate size, then the largest size that reads, within the budget, the characters it needs to beat
 the size below it. Those sizes and needs come from runs on a 2-core CPU, and the largest from an H200
 (benchmarks/RESULTS.md); a device slower than that CPU keeps the sizes chosen there, which still won
-on a CPU 3.5 times slower.
+on a CPU 3.5 times slower, and times only the sizes never run there, which it may still read enough of.
 
 It also knows its corpus: how many times the budget would read it. Past PASSES_THAT_PAY readings a network
 memorises the text instead of learning it, so a budget that would read a short text more often than that
@@ -186,6 +186,8 @@ def choose_tier(
     spent = 0.0
     timed: list[Timed] = []
     for tier in tiers[floor:]:
+        if chosen is not None and chosen.chars_per_s < chosen.tier.probed and tier.reference:
+            break  # slower than the CPU the tiers were measured on, it reads less than that CPU did: its choice stands
         step_s, cost_s = measure(tier_shape(tier, sized), PROBE_SHARE * seconds)
         spent += cost_s if timed else 0.0  # the first timing also sets the device up (CUDA, cuDNN), as training would
         speed = tier.sustained(chars_per_step / step_s)
@@ -194,8 +196,8 @@ def choose_tier(
         if chosen is not None and not fits(tier, reads):
             break
         chosen = timed[-1]
-        if speed < tier.reference or spent >= PROBE_SHARE * seconds:
-            break  # slower than the CPU the tiers were measured on, whose choice then stands; or out of time to time
+        if spent >= PROBE_SHARE * seconds:
+            break  # out of time to time a larger size
     assert chosen is not None  # the floor's timing always chooses it
     return chosen, timed
 

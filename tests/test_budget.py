@@ -99,6 +99,12 @@ def test_a_faster_device_buys_a_bigger_network():
     assert budget.choose_tier(180, fake_device(0.5), STEP_CHARS)[0].tier.hidden == 640  # twice the CPU: 640 from 2.5 min
 
 
+def test_a_long_budget_on_a_slower_cpu_goes_past_the_sizes_the_reference_cpu_chose():
+    # The sizes above 1x768 were never run on that CPU: a device 15% slower keeps its floor, then times them.
+    assert budget.choose_tier(3600, fake_device(1.15), STEP_CHARS, pass_chars=100_000_000)[0].tier.name == "1x1024"
+    assert budget.choose_tier(600, fake_device(1.15), STEP_CHARS, pass_chars=100_000_000)[0].tier.name == "1x640"
+
+
 def test_a_step_is_timed_after_its_warm_up_for_no_longer_than_the_budget_allows():
     clock, durations = FakeClock(), iter([5.0, 1.0, 2.0, 3.0])
 
