@@ -79,8 +79,9 @@ def autocast(device: torch.device, precision: str):
 def denormals_flushed():
     """Treat subnormal floats as zero while training. A large vocabulary's rare characters get probabilities below
     float32's normal range within a few dozen steps, and on x86 CPUs arithmetic on them is many times slower: a run
-    on 3,407 characters made 29 steps in 40 s instead of 153 (benchmarks/RESULTS.md). Torch has no getter for the
-    mode, so it is set back to torch's default, off."""
+    on 3,407 characters made 29 steps in 40 s instead of 153 (benchmarks/RESULTS.md). The mode is each thread's own:
+    set before a run's first parallel work, torch's worker threads, started then, inherit it. Torch has no getter
+    for it, so the calling thread is set back to torch's default, off."""
     torch.set_flush_denormal(True)
     try:
         yield

@@ -583,8 +583,7 @@ class Trainer:
         """Train until the budget is spent; returns a summary of the run. However it ends, the run directory's
         lock is given back, so that a process that trains (a notebook) leaves the run free to resume elsewhere."""
         try:
-            with denormals_flushed():
-                return self.train_to_budget()
+            return self.train_to_budget()
         except BaseException:
             rundir.abandon(self.out_dir)  # a new run that fails before its first checkpoint leaves nothing behind
             raise
@@ -702,6 +701,7 @@ def run_training(
     corpus_args: list[str], model_config: ModelConfig, train_config: TrainConfig, out_dir: Path, **options
 ) -> dict:
     """Train a run to the end of its budget; see plan_run for the options."""
-    with rundir.removed_if_unused(Path(out_dir)), interrupted_before_training():
-        trainer = prepare(corpus_args, model_config, train_config, out_dir, **options)
-    return trainer.run()
+    with denormals_flushed():
+        with rundir.removed_if_unused(Path(out_dir)), interrupted_before_training():
+            trainer = prepare(corpus_args, model_config, train_config, out_dir, **options)
+        return trainer.run()
